@@ -1,0 +1,109 @@
+"""Input checks shared by the math layer: each failure is a TlGeomError naming the problem.
+
+The public functions carry jaxtyping shape annotations, which the test suite enforces
+with beartype at call time. Users' code runs without that instrumentation, so every
+public math function calls these checks itself: a bad input is always a clear
+error, never a silent wrong number.
+"""
+
+from collections.abc import Sequence
+from numbers import Integral
+
+import torch
+from torch import Tensor
+
+from tl_geom.errors import TlGeomError
+
+__all__ = [
+    "ROW_SUM_ATOL",
+    "check_finite",
+    "check_n",
+    "check_values",
+    "check_weights",
+]
+
+ROW_SUM_ATOL = 1e-3
+"""Default tolerance on ``|sum(alpha) - 1|`` per row.
+
+A float32 softmax row of length 8192 sums to 1 within about 1e-6; 1e-3 leaves room
+for float16/bfloat16 patterns upcast before the call while still rejecting rows that
+are not distributions (unnormalised scores, a masked row, a row of logits)."""
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    """Raise if ``x`` holds NaN or inf, naming the argument and the count."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        raise TlGeomError(
+            f"{name} holds {int(bad.sum())} NaN/inf entries of {x.numel()}; "
+            "pass finite tensors (cast the pattern to float32 before a bf16 overflow?)"
+        )
+
+
+def check_weights(
+    alpha: Tensor, *, key_mask: Tensor | None = None, atol: float = ROW_SUM_ATOL
+) -> None:
+    """Check attention weights: floating, finite, non-negative, rows summing to 1.
+
+    Args:
+        alpha: ``[..., key]`` weights.
+        key_mask: optional boolean ``[..., key]`` (broadcastable) marking the keys
+            that exist for each row; rows are checked over those keys only.
+        atol: tolerance on ``|sum - 1|`` (see ``ROW_SUM_ATOL``).
+    """
+    if alpha.ndim < 1:
+        raise TlGeomError("alpha must have a key dimension, got a 0-d tensor")
+    if not alpha.is_floating_point():
+        raise TlGeomError(f"alpha must be a floating tensor, got dtype {alpha.dtype}")
+    check_finite("alpha", alpha)
+    if alpha.numel() == 0:
+        raise TlGeomError(f"alpha is empty (shape {tuple(alpha.shape)})")
+    low = float(alpha.min())
+    if low < 0:
+        raise TlGeomError(f"alpha has negative weights (min {low:.3g}); weights must be >= 0")
+    a = alpha.double() if key_mask is None else alpha.double() * key_mask
+    err = (a.sum(-1) - 1.0).abs()
+    worst = float(err.max())
+    if worst > atol:
+        raise TlGeomError(
+            f"alpha rows must sum to 1 within {atol:g}; worst row is off by {worst:.3g} "
+            "(pass softmax weights, i.e. hook_pattern rows, not scores)"
+        )
+
+
+def check_values(alpha: Tensor, values: Tensor) -> None:
+    """Check that ``values`` is ``[..., key, d]`` with the leading dims of ``alpha``."""
+    if not values.is_floating_point():
+        raise TlGeomError(f"values must be a floating tensor, got dtype {values.dtype}")
+    if values.ndim != alpha.ndim + 1 or values.shape[:-1] != alpha.shape:
+        raise TlGeomError(
+            f"shapes disagree: alpha {tuple(alpha.shape)} needs values "
+            f"{(*alpha.shape, 'd')}, got {tuple(values.shape)}"
+        )
+    if values.shape[-1] < 1:
+        raise TlGeomError("values have an empty feature dimension d = 0")
+    check_finite("values", values)
+
+
+def check_n(n: int | Sequence[int], length: int) -> tuple[int, ...]:
+    """Normalise ``n`` to a tuple and check ``1 <= n < L`` for each entry.
+
+    Args:
+        n: one N or a sequence of them.
+        length: the number of keys L.
+
+    Returns:
+        The N values as a tuple of ints, in the order given.
+    """
+    raw = [n] if isinstance(n, Integral) else list(n)
+    if len(raw) == 0:
+        raise TlGeomError("n is an empty list; give at least one N")
+    ns: list[int] = []
+    for k in raw:
+        if isinstance(k, bool) or not isinstance(k, Integral):
+            raise TlGeomError(f"n must be ints, got {k!r} of type {type(k).__name__}")
+        ns.append(int(k))
+    for k in ns:
+        if not 1 <= k < length:
+            raise TlGeomError(f"n={k} out of range 1..{length - 1} for L={length}")
+    return tuple(ns)

@@ -1,0 +1,250 @@
+"""Value-space separability of the top-N keys (spec: geometry.md, "Objects" and "Metrics").
+
+One head, one query: weights ``alpha_i`` over keys ``i = 0..L-1`` and value vectors
+``v_i``. With ``y_i = alpha_i v_i``, the top-N set ``I_N`` and ``s_N = sum_{I_N} y_i``,
+
+    D_i = ||y_i - s_N||,   r_max = max_{i in I_N} D_i,   r_min = min_{j not in I_N} D_j
+    P_N = N / (N + #{j not in I_N : D_j <= r_max})      (closed ball)
+    R_N = #{i in I_N : D_i < r_min} / N                  (open ball)
+    F_N = 2 P R / (P + R)
+
+Every comparison is made in the ``g`` form ``D_k^2 = ||s||^2 - g_k`` with
+``g_k = 2 <s, y_k> - ||y_k||^2``: ranking by ``g`` (descending) is ranking by distance
+(ascending), and ``g`` carries no ``||s||^2 - ...`` cancellation. It is accumulated in
+float64 by default: with small weights the distances of real heads differ in their
+eighth digit, where float32 gives wrong counts.
+
+Everything is batched over any leading dims (batch, layer, head, query), flattened
+with ``einops.pack``; there is no Python loop over heads or N values.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral
+
+import einops
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
+
+__all__ = [
+    "Separability",
+    "g_scores",
+    "separability",
+    "separation_counts",
+    "top_n_rank",
+]
+
+
+@dataclass(frozen=True)
+class Separability:
+    """Separability metrics for top-N (or random-N) selections.
+
+    Shapes: ``[...]`` when ``n`` was an int, ``[..., len(n)]`` when it was a list;
+    ``selected`` adds the key dim and ``s`` the value dim after that.
+
+    Attributes:
+        n: the N values, in the order of the trailing dim (a 1-tuple for an int n).
+        precision: ``P_N``.
+        recall: ``R_N``.
+        f1: ``F_N = 2PR/(P+R)``.
+        r_max: largest distance of a selected point to ``s_N``.
+        r_min: smallest distance of a non-selected point to ``s_N``.
+        margin: ``Delta_N = alpha_(N) - alpha_(N+1)`` (weights sorted descending).
+        selected: the boolean selection mask ``I_N`` over keys.
+        s: the representative vector ``s_N``.
+        scalar_n: True when ``n`` was given as an int (no trailing N dim).
+    """
+
+    n: tuple[int, ...]
+    precision: Tensor
+    recall: Tensor
+    f1: Tensor
+    r_max: Tensor
+    r_min: Tensor
+    margin: Tensor
+    selected: Tensor
+    s: Tensor
+    scalar_n: bool = False
+
+    @property
+    def perfect(self) -> Tensor:
+        """Exact criterion of perfect separation, ``r_min > r_max`` (P = R = 1)."""
+        return (self.precision == 1) & (self.recall == 1)
+
+    def to_frame(self, dims: Sequence[str] | None = None) -> pd.DataFrame:
+        """Tidy table: one row per leading index and N.
+
+        Args:
+            dims: names for the leading dims (default ``dim0, dim1, ...``).
+
+        Returns:
+            Columns ``*dims, n, precision, recall, f1, r_max, r_min, margin``.
+        """
+        metrics = {
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "r_max": self.r_max,
+            "r_min": self.r_min,
+            "margin": self.margin,
+        }
+        if self.scalar_n:
+            metrics = {k: v.unsqueeze(-1) for k, v in metrics.items()}
+        lead = tuple(self.precision.shape[: self.precision.ndim - (0 if self.scalar_n else 1)])
+        names = list(dims) if dims is not None else [f"dim{i}" for i in range(len(lead))]
+        if len(names) != len(lead):
+            raise ValueError(f"dims has {len(names)} names for {len(lead)} leading dims")
+        grid = torch.meshgrid(
+            *[torch.arange(s) for s in lead], torch.tensor(self.n), indexing="ij"
+        )
+        cols: dict[str, object] = {nm: g.flatten().numpy() for nm, g in zip(names, grid[:-1])}
+        cols["n"] = grid[-1].flatten().numpy()
+        for k, v in metrics.items():
+            cols[k] = v.detach().cpu().double().flatten().numpy()
+        return pd.DataFrame(cols)
+
+
+def top_n_rank(alpha: Float[Tensor, "*lead key"]) -> Int[Tensor, "*lead key"]:
+    """Rank of each key in descending weight order; ties go to the earlier position.
+
+    ``rank_i < N`` is membership of ``I_N``. A stable descending sort keeps equal
+    weights in position order, so the earlier of two tied keys ranks first [ours].
+
+    >>> top_n_rank(torch.tensor([0.1, 0.4, 0.1, 0.4])).tolist()
+    [2, 0, 3, 1]
+    """
+    order = torch.sort(alpha, dim=-1, descending=True, stable=True).indices
+    ranks = torch.arange(alpha.shape[-1], device=alpha.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, ranks)
+
+
+def g_scores(
+    s: Float[Tensor, "*lead nn d"],
+    y: Float[Tensor, "*lead key d"],
+) -> Float[Tensor, "*lead nn key"]:
+    """``g_k = 2 <s, y_k> - ||y_k||^2``, so that ``||y_k - s||^2 = ||s||^2 - g_k``.
+
+    Larger ``g`` means closer to ``s``. One batched matmul for every N at once.
+    """
+    sy = torch.einsum("...nd,...kd->...nk", s, y)
+    return 2.0 * sy - (y * y).sum(-1).unsqueeze(-2)
+
+
+def separation_counts(
+    g: Float[Tensor, "*lead nn key"],
+    selected: Bool[Tensor, "*lead nn key"],
+    n: Int[Tensor, " nn"],
+    key_mask: Bool[Tensor, "*lead key"] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """P, R, F and the two ``g`` thresholds from ``g`` scores and a selection mask.
+
+    ``D_j <= r_max``  iff  ``g_j >= min_{i in I} g_i``;  ``D_i < r_min``  iff
+    ``g_i > max_{j not in I} g_j``. Keys outside ``key_mask`` (absent for this row,
+    e.g. in the causal future of the query) belong to neither set.
+
+    Returns:
+        ``(precision, recall, f1, g_min_selected, g_max_rest)``, each ``[*lead, nn]``.
+    """
+    rest = ~selected
+    if key_mask is not None:
+        rest = rest & key_mask.unsqueeze(-2)
+    inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
+    g_min_sel = torch.where(selected, g, inf).amin(-1)
+    g_max_rest = torch.where(rest, g, -inf).amax(-1)
+    false_pos = (rest & (g >= g_min_sel.unsqueeze(-1))).sum(-1)
+    true_pos = (selected & (g > g_max_rest.unsqueeze(-1))).sum(-1)
+    nf = n.to(g.dtype)
+    precision = nf / (nf + false_pos.to(g.dtype))
+    recall = true_pos.to(g.dtype) / nf
+    f1 = 2 * precision * recall / (precision + recall)
+    return precision, recall, f1, g_min_sel, g_max_rest
+
+
+def separability(
+    alpha: Float[Tensor, "*lead key"],
+    values: Float[Tensor, "*lead key d"],
+    n: int | Sequence[int],
+    *,
+    dtype: torch.dtype = torch.float64,
+    atol: float = ROW_SUM_ATOL,
+) -> Separability:
+    """Value-space precision, recall and F-score of the top-N keys.
+
+    y_i = alpha_i v_i,  s_N = sum_{i in I_N} y_i,  D_i = ||y_i - s_N||
+    P_N = N / (N + #{j not in I_N : D_j <= r_max}),  R_N = #{i in I_N : D_i < r_min} / N
+    Ranked by g_k = 2<s_N, y_k> - ||y_k||^2 in float64. Ties: earlier position [ours].
+    Spec: geometry.md, "Metrics".
+
+    Cost per row: one sort, one cumsum over keys and one ``[len(n), L]`` matmul.
+
+    Args:
+        alpha: attention weights of each row (``hook_pattern`` rows), ``[..., L]``.
+        values: value vectors ``[..., L, d]`` (the head's KV group for GQA).
+        n: one N or a list of N values, each ``1 <= N < L``.
+        dtype: accumulation dtype; float64 by default, float32 to trade exactness
+            for speed (counts can then be wrong on near-ties).
+        atol: tolerance on ``|sum(alpha) - 1|`` per row.
+
+    Returns:
+        A :class:`Separability`; metrics are ``[...]`` for an int ``n`` and
+        ``[..., len(n)]`` for a list.
+
+    Raises:
+        TlGeomError: N out of range, shapes that disagree, negative weights, rows
+            not summing to 1, NaN/inf.
+
+    >>> alpha = torch.tensor([0.5, 0.3, 0.1, 0.1])
+    >>> values = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    >>> res = separability(alpha, values, [1, 2])
+    >>> res.precision.tolist(), res.recall.tolist()
+    ([1.0, 0.6666666666666666], [1.0, 0.5])
+    """
+    check_weights(alpha, atol=atol)
+    check_values(alpha, values)
+    length = alpha.shape[-1]
+    ns = check_n(n, length)
+    scalar = isinstance(n, Integral)
+
+    a, packed = einops.pack([alpha.to(dtype)], "* key")
+    v, _ = einops.pack([values.to(dtype)], "* key d")
+    n_t = torch.tensor(ns, device=a.device)
+
+    rank = top_n_rank(a)
+    order = torch.argsort(rank, dim=-1)
+    y = a.unsqueeze(-1) * v
+    # s_N for every N from one cumsum over the keys in rank order.
+    y_sorted = torch.gather(y, 1, einops.repeat(order, "b key -> b key d", d=y.shape[-1]))
+    s = y_sorted.cumsum(1)[:, n_t - 1]
+    selected = rank.unsqueeze(1) < n_t.view(1, -1, 1)
+    g = g_scores(s, y)
+    precision, recall, f1, g_min_sel, g_max_rest = separation_counts(g, selected, n_t)
+    ss = (s * s).sum(-1)
+    r_max = (ss - g_min_sel).clamp_min(0).sqrt()
+    r_min = (ss - g_max_rest).clamp_min(0).sqrt()
+    a_sorted = torch.gather(a, 1, order)
+    margin = a_sorted[:, n_t - 1] - a_sorted[:, n_t]
+
+    def out_n(x: Tensor) -> Tensor:
+        (x,) = einops.unpack(x, packed, "* nn")
+        return x[..., 0] if scalar else x
+
+    def out_vec(x: Tensor, tail: str) -> Tensor:
+        (x,) = einops.unpack(x, packed, f"* nn {tail}")
+        return x[..., 0, :] if scalar else x
+
+    return Separability(
+        n=ns,
+        precision=out_n(precision),
+        recall=out_n(recall),
+        f1=out_n(f1),
+        r_max=out_n(r_max),
+        r_min=out_n(r_min),
+        margin=out_n(margin),
+        selected=out_vec(selected, "key"),
+        s=out_vec(s, "d"),
+        scalar_n=scalar,
+    )
