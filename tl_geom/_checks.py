@@ -95,7 +95,7 @@ def check_n(n: int | Sequence[int], length: int) -> tuple[int, ...]:
     Returns:
         The N values as a tuple of ints, in the order given.
     """
-    raw = [n] if isinstance(n, Integral) else list(n)
+    raw = list(n) if isinstance(n, Sequence) else [n]
     if len(raw) == 0:
         raise TlGeomError("n is an empty list; give at least one N")
     ns: list[int] = []

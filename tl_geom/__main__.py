@@ -1,0 +1,7 @@
+"""python -m tl_geom: the tl-geom command line."""
+
+import sys
+
+from tl_geom.cli import main
+
+sys.exit(main())

@@ -1,0 +1,578 @@
+"""Cumulative distance, distinguishability and the top-N vs random-N KS test.
+
+Spec: normalization.md (arXiv 2508.17821), "Quantities" and "Experiments to reproduce".
+One head, one query: weights ``alpha_i``, token vectors ``x_i`` (the value vectors by
+default, as in geometry.md; residual-stream inputs work the same), ``y_i = alpha_i x_i``,
+the top-N set ``I_N`` (ties to the earlier position, ``geometry.top_n_rank``) and
+``s = sum_{i in I_N} y_i``:
+
+    sum form   d~_N = sum_{i not in I_N} || y_i - s ||
+    norm form  d~_N = || sum_{i not in I_N} (y_i - s) || = || r_N - (L - N) s ||,
+               r_N = sum_{i not in I_N} y_i
+    random     E d~_N: the same for uniformly random N-subsets, averaged over draws
+
+The sum form is computed from ``||y_i - s||^2 = ||s||^2 - g_i`` (``geometry.g_scores``,
+one ``[N, L]`` matmul per row, no ``[L, L]`` or ``[N, L, d]`` tensor). Near-coincident
+points (``y_i ~ s``) lose digits to cancellation there: the clamped result has an
+absolute error up to about ``sqrt(machine eps) ||s||`` (``1.5e-8 ||s||`` in float64) per
+term. ``direct=True`` forms the differences instead (exact to rounding, memory
+``N L d`` per row). The norm form sums ``r_N`` over its own terms (a masked
+``[N, L]`` matmul), not as ``total - s``. Distinguishability ``N_s / N`` is the Recall of
+geometry.md and is computed by ``geometry.separability`` (one implementation).
+
+Note: reviews of the paper quote its d~ as ``|| sum_{i not in I_N} alpha_i x_i - s ||``
+(no ``(L - N)`` factor on ``s``); the spec's two forms are the ones implemented here.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Literal
+
+import einops
+import pandas as pd
+import torch
+from einops.packing import Shape
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tl_geom._checks import ROW_SUM_ATOL, check_finite, check_n, check_values, check_weights
+from tl_geom.errors import TlGeomError
+from tl_geom.geometry import g_scores, separability, top_n_rank
+
+__all__ = [
+    "CriticalN",
+    "KSTest",
+    "critical_n",
+    "critical_n_vs_length",
+    "cumulative_distance",
+    "distance_vs_length",
+    "distance_vs_n",
+    "distinguishability",
+    "distinguishability_vs_n",
+    "ks_two_sample",
+    "random_cumulative_distance",
+    "truncate_windows",
+]
+
+Form = Literal["sum", "norm"]
+Windows = tuple[Tensor, Tensor] | Callable[[int], tuple[Tensor, Tensor]]
+
+
+def _prepare(
+    alpha: Tensor, values: Tensor, n: int | Sequence[int], dtype: torch.dtype, atol: float
+) -> tuple[Tensor, Tensor, Tensor, list[Shape], bool]:
+    """Check inputs, pack leading dims: ``(a [B, L], y [B, L, d], n_t, packed, scalar)``."""
+    check_weights(alpha, atol=atol)
+    check_values(alpha, values)
+    ns = check_n(n, alpha.shape[-1])
+    a, packed = einops.pack([alpha.to(dtype)], "* key")
+    v, _ = einops.pack([values.to(dtype)], "* key d")
+    n_t = torch.tensor(ns, device=a.device)
+    return a, a.unsqueeze(-1) * v, n_t, packed, isinstance(n, Integral)
+
+
+def _check_form(form: str) -> None:
+    if form not in ("sum", "norm"):
+        raise TlGeomError(f"form={form!r}; expected 'sum' or 'norm'")
+
+
+def _norm(x: Tensor) -> Tensor:
+    """Euclidean norm over the last dim."""
+    return x.square().sum(-1).sqrt()
+
+
+def _distances(
+    y: Float[Tensor, "b key d"],
+    rank: Int[Tensor, "b key"],
+    n_t: Int[Tensor, " nn"],
+    form: str,
+    direct: bool,
+) -> Float[Tensor, "b nn"]:
+    """``d~_N`` for the selections ``I_N = {i : rank_i < N}`` (one ranking per row)."""
+    length = y.shape[1]
+    n_max = int(n_t.max())
+    # Only the first max(N) keys in rank order are gathered for s_N (not all L).
+    head = torch.argsort(rank, dim=-1)[:, :n_max]
+    y_head = torch.gather(y, 1, einops.repeat(head, "b nmax -> b nmax d", d=y.shape[-1]))
+    s = y_head.cumsum(1)[:, n_t - 1]  # [b, nn, d]
+    selected = rank.unsqueeze(1) < n_t.view(1, -1, 1)  # [b, nn, key]
+    if form == "norm":
+        # r_N summed over its own terms (not total - s): no cancellation when s is most.
+        rest = torch.einsum("bnk,bkd->bnd", (~selected).to(y.dtype), y)
+        k = (length - n_t).to(y.dtype).view(1, -1, 1)
+        return _norm(rest - k * s)
+    if direct:
+        dist = _norm(y.unsqueeze(1) - s.unsqueeze(2))
+    else:
+        ss = (s * s).sum(-1, keepdim=True)
+        dist = (ss - g_scores(s, y)).clamp_min(0).sqrt()
+    return torch.where(selected, torch.zeros_like(dist), dist).sum(-1)
+
+
+def _unpack(x: Tensor, packed: list[Shape], scalar: bool) -> Tensor:
+    (x,) = einops.unpack(x, packed, "* nn")
+    return x[..., 0] if scalar else x
+
+
+def cumulative_distance(
+    alpha: Float[Tensor, "*lead key"],
+    values: Float[Tensor, "*lead key d"],
+    n: int | Sequence[int],
+    *,
+    form: Form = "sum",
+    direct: bool = False,
+    dtype: torch.dtype = torch.float64,
+    atol: float = ROW_SUM_ATOL,
+) -> Tensor:
+    """Cumulative distance of the non-selected tokens to the top-N representative.
+
+    sum:  d~_N = sum_{i not in I_N} || alpha_i x_i - s ||,   s = sum_{i in I_N} alpha_i x_i
+    norm: d~_N = || sum_{i not in I_N} (alpha_i x_i - s) ||
+    Ties: earlier position [ours]. Spec: normalization.md, "Quantities". The sum form
+    uses ``||y_i - s||^2 = ||s||^2 - g_i`` clamped at 0 (absolute error up to about
+    ``1.5e-8 ||s||`` per term where ``y_i ~ s``); ``direct=True`` forms the differences.
+
+    Args:
+        alpha: attention weights ``[..., L]`` (rows summing to 1).
+        values: token vectors ``[..., L, d]`` (values, or residual-stream inputs).
+        n: one N or a list, each ``1 <= N < L``.
+        form: ``"sum"`` (the paper's d~) or ``"norm"`` (single-norm variant).
+        direct: sum form only: compute ``||y_i - s||`` from the differences
+            (memory ``len(n) L d`` per row) instead of from ``g``.
+        dtype: accumulation dtype.
+        atol: tolerance on ``|sum(alpha) - 1|``.
+
+    Returns:
+        ``[...]`` for an int ``n``, ``[..., len(n)]`` for a list.
+
+    Raises:
+        TlGeomError: N out of range, shapes, negative or unnormalised weights, NaN/inf,
+            unknown form.
+
+    >>> alpha = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    >>> x = torch.tensor([[1.0, 0.0]] * 4)
+    >>> [round(v, 6) for v in cumulative_distance(alpha, x, [1, 2]).tolist()]
+    [0.6, 1.1]
+    """
+    _check_form(form)
+    a, y, n_t, packed, scalar = _prepare(alpha, values, n, dtype, atol)
+    return _unpack(_distances(y, top_n_rank(a), n_t, form, direct), packed, scalar)
+
+
+def random_cumulative_distance(
+    alpha: Float[Tensor, "*lead key"],
+    values: Float[Tensor, "*lead key d"],
+    n: int | Sequence[int],
+    *,
+    draws: int = 16,
+    seed: int = 0,
+    reduce: Literal["mean", "none"] = "mean",
+    form: Form = "sum",
+    direct: bool = False,
+    dtype: torch.dtype = torch.float64,
+    atol: float = ROW_SUM_ATOL,
+) -> Tensor:
+    """``d~_N`` for uniformly random N-subsets, averaged over draws: the baseline ``E``.
+
+    E d~_N = (1/draws) sum_k d~_N(I_N^(k)),   I_N^(k) = first N keys of a uniformly
+    random permutation ``pi_k`` of the row's keys (one permutation per row and draw,
+    shared across N, as geometry.md's "random rankings"; each prefix is a uniform
+    N-subset). Same forms as :func:`cumulative_distance`. The generator is seeded with
+    ``seed``, so results are reproducible for a given device. Spec: normalization.md,
+    "Quantities".
+
+    Args:
+        alpha: weights ``[..., L]``.
+        values: token vectors ``[..., L, d]``.
+        n: one N or a list.
+        draws: number of random permutations per row (>= 1).
+        seed: generator seed.
+        reduce: ``"mean"`` over draws, or ``"none"`` to keep them.
+        form: ``"sum"`` or ``"norm"``.
+        direct: as in :func:`cumulative_distance`.
+        dtype: accumulation dtype.
+        atol: tolerance on ``|sum(alpha) - 1|``.
+
+    Returns:
+        ``[...]`` / ``[..., len(n)]`` for ``"mean"``; ``[..., draws]`` /
+        ``[..., draws, len(n)]`` for ``"none"``.
+    """
+    _check_form(form)
+    if reduce not in ("mean", "none"):
+        raise TlGeomError(f"reduce={reduce!r}; expected 'mean' or 'none'")
+    if isinstance(draws, bool) or not isinstance(draws, Integral) or draws < 1:
+        raise TlGeomError(f"draws={draws!r} must be an int >= 1")
+    a, y, n_t, packed, scalar = _prepare(alpha, values, n, dtype, atol)
+    gen = torch.Generator(device=a.device).manual_seed(seed)
+    per_draw: list[Tensor] = []
+    for _ in range(int(draws)):  # a loop over draws bounds memory at one top-N call each
+        u = torch.rand(a.shape, generator=gen, dtype=dtype, device=a.device)
+        rank = torch.argsort(u, dim=-1)  # a uniformly random permutation of 0..L-1
+        per_draw.append(_distances(y, rank, n_t, form, direct))
+    stacked = torch.stack(per_draw, 1)  # [b, draws, nn]
+    if reduce == "mean":
+        return _unpack(stacked.mean(1), packed, scalar)
+    (out,) = einops.unpack(stacked, packed, "* draws nn")
+    return out[..., 0] if scalar else out
+
+
+def distinguishability(
+    alpha: Float[Tensor, "*lead key"],
+    values: Float[Tensor, "*lead key d"],
+    n: int | Sequence[int],
+    *,
+    dtype: torch.dtype = torch.float64,
+    atol: float = ROW_SUM_ATOL,
+) -> Tensor:
+    """Geometric distinguishability ``N_s / N``: the Recall of geometry.md.
+
+    r = min_{i not in I_N} || s - alpha_i x_i ||,  N_s = #{i in I_N : ||s - alpha_i x_i|| < r}
+    A named view of ``separability(alpha, values, n).recall`` (one implementation).
+    Spec: normalization.md, "Quantities"; geometry.md, "Metrics".
+
+    >>> alpha = torch.tensor([0.5, 0.3, 0.1, 0.1])
+    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    >>> distinguishability(alpha, x, [1, 2]).tolist()
+    [1.0, 0.5]
+    """
+    return separability(alpha, values, n, dtype=dtype, atol=atol).recall
+
+
+@dataclass(frozen=True)
+class KSTest:
+    """Two-sample Kolmogorov-Smirnov tests, batched over leading dims.
+
+    Attributes:
+        statistic: ``D = sup_x |F_1(x) - F_2(x)|``, ``[...]``.
+        pvalue: exact two-sided ``P(D' >= D)`` under H0, ``[...]``.
+        n1: size of the first sample.
+        n2: size of the second sample.
+    """
+
+    statistic: Tensor
+    pvalue: Tensor
+    n1: int
+    n2: int
+
+
+def ks_two_sample(sample1: Float[Tensor, "*batch m"], sample2: Float[Tensor, "*batch n"]) -> KSTest:
+    """Two-sample KS statistic and exact two-sided p-value, batched over leading dims.
+
+    D = max_x |F_1(x) - F_2(x)| over the pooled points (right-continuous ECDFs, so ties
+    are handled as in ``scipy.stats.ks_2samp``). In integer units, ``D = h / lcm(m, n)``;
+    ``p = 1 - P(lattice path (0,0) -> (m,n) stays in |i n - j m| < h gcd(m, n))``, the
+    exact null distribution (scipy's ``method="exact"``, which its ``"auto"`` uses up to
+    10000 points per sample). The path count is a masked cumsum per row, vectorised over
+    the batch, rescaled each row (float64, log-scale bookkeeping). Cost O(m n) per test.
+    Spec: normalization.md, "Experiments to reproduce" (KS test).
+
+    Args:
+        sample1: ``[..., m]``.
+        sample2: ``[..., n]``.
+
+    Returns:
+        A :class:`KSTest` with ``[...]`` statistic and p-value.
+
+    >>> res = ks_two_sample(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([4.0, 5.0, 6.0]))
+    >>> float(res.statistic), round(float(res.pvalue), 6)
+    (1.0, 0.1)
+    """
+    for name, x in (("sample1", sample1), ("sample2", sample2)):
+        if x.ndim < 1 or x.shape[-1] < 1:
+            raise TlGeomError(f"{name} must be [..., size] with size >= 1, got {tuple(x.shape)}")
+        check_finite(name, x)
+    if sample1.shape[:-1] != sample2.shape[:-1]:
+        raise TlGeomError(
+            f"batch dims disagree: sample1 {tuple(sample1.shape)}, sample2 {tuple(sample2.shape)}"
+        )
+    x1, packed = einops.pack([sample1.double()], "* m")
+    x2, _ = einops.pack([sample2.double()], "* n")
+    m, n = x1.shape[-1], x2.shape[-1]
+    x1, x2 = x1.sort(-1).values, x2.sort(-1).values
+    pooled = torch.cat([x1, x2], -1).contiguous()
+    c1 = torch.searchsorted(x1.contiguous(), pooled, right=True)
+    c2 = torch.searchsorted(x2.contiguous(), pooled, right=True)
+    d_int = (c1 * n - c2 * m).abs().amax(-1)  # D * m * n, exact integers
+    p = _ks_exact_pvalue(m, n, d_int)  # h gcd(m, n) = d_int, h = D lcm(m, n)
+    (stat,) = einops.unpack(d_int.double() / (m * n), packed, "*")
+    (pval,) = einops.unpack(p, packed, "*")
+    return KSTest(statistic=stat, pvalue=pval, n1=m, n2=n)
+
+
+def _ks_exact_pvalue(m: int, n: int, bound: Tensor) -> Tensor:
+    """``P(max_k |i_k n - j_k m| >= bound)`` for a uniform lattice path, per entry of ``bound``.
+
+    Summed over first exits (no ``1 - P(inside)`` cancellation, so tiny p-values keep
+    their relative precision): a path leaves the band first at an outside cell
+    ``(i, j)`` entered from an inside one; ``u(i, j)`` counts inside paths from the
+    origin, ``C(m - i + n - j, m - i)`` the free paths from the exit to ``(m, n)``.
+    """
+    dev = bound.device
+    j = torch.arange(n + 1, device=dev)
+    lim = bound.view(-1, 1)
+    u = torch.zeros(bound.shape[0], n + 1, dtype=torch.float64, device=dev)
+    u[:, 0] = 1.0  # a virtual row -1 feeding the origin
+    log_scale = torch.zeros(bound.shape[0], 1, dtype=torch.float64, device=dev)
+    p = torch.zeros(bound.shape[0], dtype=torch.float64, device=dev)
+    log_total = math.lgamma(m + n + 1) - math.lgamma(m + 1) - math.lgamma(n + 1)
+    jd = j.double()
+    for i in range(m + 1):  # rows of the lattice; inside cells of a row are contiguous
+        inside = (i * n - j * m).abs().unsqueeze(0) < lim
+        new = torch.where(inside, torch.where(inside, u, 0.0).cumsum(-1), 0.0)
+        # entries into outside cells: from above (u) or from the left (new), both inside
+        left = torch.nn.functional.pad(new[:, :-1], (1, 0))
+        inflow = torch.where(inside, 0.0, u + left)
+        log_rest = (
+            torch.lgamma(m - i + n + 1 - jd) - math.lgamma(m - i + 1) - torch.lgamma(n + 1 - jd)
+        )
+        p += (inflow * torch.exp(log_scale + log_rest - log_total)).sum(-1)
+        top = new.amax(-1, keepdim=True).clamp_min(1e-300)
+        u = new / top
+        log_scale = log_scale + top.log()
+    p = p.clamp(0.0, 1.0)
+    return torch.where(bound == 0, torch.ones_like(p), p)
+
+
+@dataclass(frozen=True)
+class CriticalN:
+    """Per-N KS tests of top-N vs random-N ``d~`` and the critical N they give.
+
+    Attributes:
+        n: smallest grid N whose test does not reject (``pvalue >= level``); ``None``
+            when every N on the grid rejects. Equal to ``ns[0]`` when none rejects.
+        ns: the N grid, ascending.
+        statistic: KS statistic per N, ``[len(ns)]``.
+        pvalue: exact p-value per N, ``[len(ns)]``.
+        level: the significance level.
+    """
+
+    n: int | None
+    ns: tuple[int, ...]
+    statistic: Tensor
+    pvalue: Tensor
+    level: float
+
+    @property
+    def rejects(self) -> Tensor:
+        """``pvalue < level`` per N: top-N is distinguishable from random at this N."""
+        return self.pvalue < self.level
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``n, statistic, pvalue, rejects``."""
+        return pd.DataFrame(
+            {
+                "n": list(self.ns),
+                "statistic": self.statistic.cpu().numpy(),
+                "pvalue": self.pvalue.cpu().numpy(),
+                "rejects": self.rejects.cpu().numpy(),
+            }
+        )
+
+
+def critical_n(
+    alpha: Float[Tensor, "*lead key"],
+    values: Float[Tensor, "*lead key d"],
+    ns: Sequence[int],
+    *,
+    level: float = 0.01,
+    draws: int = 1,
+    seed: int = 0,
+    form: Form = "sum",
+    atol: float = ROW_SUM_ATOL,
+) -> CriticalN:
+    """Critical N: the smallest grid N where top-N ``d~`` is no longer told from random.
+
+    For each N, sample 1 = ``d~_N`` of the top-N set for every row (all leading dims
+    pooled: heads, windows, ...), sample 2 = ``d~_N`` of random N-subsets for every row
+    and draw (``draws`` x rows values) [ours]. Two-sample KS (:func:`ks_two_sample`);
+    ``N* = min{N in ns : p(N) >= level}`` [ours: the first non-rejection, not "rejects
+    for no larger N"]; ``None`` if the test rejects at every N; ``ns[0]`` if it never
+    rejects. The default ``draws=1`` keeps the random sample independent across its
+    values: pooling several draws of the same row correlates them and makes p too small.
+    Spec: normalization.md, "Experiments to reproduce" (paper: ``N* ~ 0.06 L``).
+
+    Args:
+        alpha: weights ``[..., L]``; rows are the leading dims pooled.
+        values: token vectors ``[..., L, d]``.
+        ns: the N grid (sorted and de-duplicated here), each ``1 <= N < L``.
+        level: significance level in (0, 1).
+        draws: random subsets per row in sample 2.
+        seed: generator seed of the random subsets.
+        form: ``"sum"`` or ``"norm"``.
+        atol: tolerance on ``|sum(alpha) - 1|``.
+    """
+    if not 0.0 < level < 1.0:
+        raise TlGeomError(f"level={level!r} must be in (0, 1)")
+    grid = sorted(set(check_n(list(ns), alpha.shape[-1])))
+    top = cumulative_distance(alpha, values, grid, form=form, atol=atol)
+    rnd = random_cumulative_distance(
+        alpha, values, grid, draws=draws, seed=seed, reduce="none", form=form, atol=atol
+    )
+    s1 = einops.rearrange(top, "... nn -> nn (...)")
+    s2 = einops.rearrange(rnd, "... draws nn -> nn (... draws)")
+    res = ks_two_sample(s1, s2)
+    ok = (res.pvalue >= level).nonzero()
+    n_star = grid[int(ok[0, 0])] if ok.numel() > 0 else None
+    return CriticalN(
+        n=n_star, ns=tuple(grid), statistic=res.statistic, pvalue=res.pvalue, level=level
+    )
+
+
+def truncate_windows(
+    alpha: Float[Tensor, "*lead key"],
+    values: Float[Tensor, "*lead key d"],
+    length: int,
+) -> tuple[Tensor, Tensor]:
+    """The first ``length`` keys of each window, weights renormalised to sum to 1.
+
+    alpha'_i = alpha_i / sum_{j < length} alpha_j  for i < length
+    [ours] This is the softmax of the same query over the first ``length`` logits (a
+    softmax restricted to a subset is the renormalised softmax), i.e. the long window's
+    query attending to a shorter causal prefix; it is not the model run on a shorter
+    window, whose final query is a different token. Pass a callable to the
+    ``*_vs_length`` helpers to use windows computed at each length instead.
+    """
+    length_max = alpha.shape[-1]
+    if isinstance(length, bool) or not isinstance(length, Integral):
+        raise TlGeomError(f"length={length!r} must be an int")
+    if not 2 <= length <= length_max:
+        raise TlGeomError(f"length={length} out of range 2..{length_max}")
+    check_weights(alpha)
+    check_values(alpha, values)
+    head = alpha[..., :length]
+    mass = head.sum(-1, keepdim=True)
+    if bool((mass <= 0).any()):
+        raise TlGeomError(f"some rows have no weight on the first {length} keys")
+    return head / mass, values[..., :length, :]
+
+
+def _windows_at(source: Windows, length: int) -> tuple[Tensor, Tensor]:
+    if callable(source):
+        return source(length)
+    return truncate_windows(source[0], source[1], length)
+
+
+def _mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and (population) std over all dims but the last, ``[nn]`` each."""
+    flat = x.reshape(-1, x.shape[-1])
+    return flat.mean(0), flat.std(0, correction=0)
+
+
+def distance_vs_n(
+    alpha: Float[Tensor, "*lead key"],
+    values: Float[Tensor, "*lead key d"],
+    ns: Sequence[int],
+    *,
+    form: Form = "sum",
+    draws: int = 16,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``d~_N`` against N at fixed L: top-N and random-N, mean and std over rows.
+
+    Paper (normalization.md, "Experiments to reproduce"): at L = 1024 the curve
+    flattens beyond N about 20.
+
+    Returns:
+        Columns ``n, d_top, d_top_std, d_random, d_random_std`` (random: mean over
+        draws per row first).
+    """
+    grid = list(ns)
+    top = cumulative_distance(alpha, values, grid, form=form)
+    rnd = random_cumulative_distance(alpha, values, grid, draws=draws, seed=seed, form=form)
+    t_mean, t_std = _mean_std(top)
+    r_mean, r_std = _mean_std(rnd)
+    return pd.DataFrame(
+        {
+            "n": grid,
+            "d_top": t_mean.cpu().numpy(),
+            "d_top_std": t_std.cpu().numpy(),
+            "d_random": r_mean.cpu().numpy(),
+            "d_random_std": r_std.cpu().numpy(),
+        }
+    )
+
+
+def distance_vs_length(
+    source: Windows,
+    lengths: Sequence[int],
+    n: int = 5,
+    *,
+    form: Form = "sum",
+    draws: int = 16,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``d~_N`` against the context length L at fixed N (paper: N = 5, L = 32..1024).
+
+    ``source`` is either ``(alpha, values)`` at the largest length, truncated to each L
+    by :func:`truncate_windows` [ours], or a callable ``L -> (alpha, values)`` giving
+    windows of each length. Paper: ``d~`` grows about linearly with L.
+
+    Returns:
+        Columns ``length, n, d_top, d_top_std, d_random, d_random_std``.
+    """
+    frames: list[pd.DataFrame] = []
+    for length in lengths:  # shapes differ per L
+        a, v = _windows_at(source, length)
+        df = distance_vs_n(a, v, [n], form=form, draws=draws, seed=seed)
+        df.insert(0, "length", length)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def distinguishability_vs_n(
+    alpha: Float[Tensor, "*lead key"],
+    values: Float[Tensor, "*lead key d"],
+    ns: Sequence[int],
+) -> pd.DataFrame:
+    """``N_s / N`` against N: mean and std over rows.
+
+    Paper: declines up to N ~ 16, then saturates around 0.70-0.85 (normalization.md,
+    "Experiments to reproduce").
+
+    Returns:
+        Columns ``n, ns_over_n, ns_over_n_std``.
+    """
+    grid = list(ns)
+    mean, std = _mean_std(distinguishability(alpha, values, grid))
+    return pd.DataFrame(
+        {"n": grid, "ns_over_n": mean.cpu().numpy(), "ns_over_n_std": std.cpu().numpy()}
+    )
+
+
+def critical_n_vs_length(
+    source: Windows,
+    lengths: Sequence[int],
+    ns: Sequence[int],
+    *,
+    level: float = 0.01,
+    draws: int = 1,
+    seed: int = 0,
+    form: Form = "sum",
+) -> pd.DataFrame:
+    """Critical N (:func:`critical_n`) against L; the grid at each L is ``ns`` cut to N < L.
+
+    ``source`` as in :func:`distance_vs_length`. Paper: ``N* ~ 0.06 L``.
+
+    Returns:
+        Columns ``length, critical_n, critical_fraction, grid_max``; ``critical_n`` is
+        NaN where every N on the grid rejects (then ``N* > grid_max``).
+    """
+    rows: list[dict[str, float]] = []
+    for length in lengths:
+        a, v = _windows_at(source, length)
+        grid = [k for k in ns if k < length]
+        if not grid:
+            raise TlGeomError(f"no N in {list(ns)} is below L={length}")
+        res = critical_n(a, v, grid, level=level, draws=draws, seed=seed, form=form)
+        crit = math.nan if res.n is None else float(res.n)
+        rows.append(
+            {
+                "length": length,
+                "critical_n": crit,
+                "critical_fraction": crit / length,
+                "grid_max": max(grid),
+            }
+        )
+    return pd.DataFrame(rows)
