@@ -19,16 +19,18 @@ from jaxtyping import TypeCheckError
 
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry import separability
+from tl_geom.ks import ks_two_sample
 from tl_geom.normalization import (
     critical_n,
-    critical_n_vs_length,
     cumulative_distance,
+    distinguishability,
+    random_cumulative_distance,
+)
+from tl_geom.normalization_tables import (
+    critical_n_vs_length,
     distance_vs_length,
     distance_vs_n,
-    distinguishability,
     distinguishability_vs_n,
-    ks_two_sample,
-    random_cumulative_distance,
     truncate_windows,
 )
 from tl_geom.softmax_bounds import (

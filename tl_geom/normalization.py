@@ -24,8 +24,7 @@ Note: reviews of the paper quote its d~ as ``|| sum_{i not in I_N} alpha_i x_i -
 (no ``(L - N)`` factor on ``s``); the spec's two forms are the ones implemented here.
 """
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Literal
@@ -37,27 +36,20 @@ from einops.packing import Shape
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_geom._checks import ROW_SUM_ATOL, check_finite, check_n, check_values, check_weights
+from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry import g_scores, separability, top_n_rank
+from tl_geom.ks import ks_two_sample
 
 __all__ = [
     "CriticalN",
-    "KSTest",
     "critical_n",
-    "critical_n_vs_length",
     "cumulative_distance",
-    "distance_vs_length",
-    "distance_vs_n",
     "distinguishability",
-    "distinguishability_vs_n",
-    "ks_two_sample",
     "random_cumulative_distance",
-    "truncate_windows",
 ]
 
 Form = Literal["sum", "norm"]
-Windows = tuple[Tensor, Tensor] | Callable[[int], tuple[Tensor, Tensor]]
 
 
 def _prepare(
@@ -241,101 +233,6 @@ def distinguishability(
 
 
 @dataclass(frozen=True)
-class KSTest:
-    """Two-sample Kolmogorov-Smirnov tests, batched over leading dims.
-
-    Attributes:
-        statistic: ``D = sup_x |F_1(x) - F_2(x)|``, ``[...]``.
-        pvalue: exact two-sided ``P(D' >= D)`` under H0, ``[...]``.
-        n1: size of the first sample.
-        n2: size of the second sample.
-    """
-
-    statistic: Tensor
-    pvalue: Tensor
-    n1: int
-    n2: int
-
-
-def ks_two_sample(sample1: Float[Tensor, "*batch m"], sample2: Float[Tensor, "*batch n"]) -> KSTest:
-    """Two-sample KS statistic and exact two-sided p-value, batched over leading dims.
-
-    D = max_x |F_1(x) - F_2(x)| over the pooled points (right-continuous ECDFs, so ties
-    are handled as in ``scipy.stats.ks_2samp``). In integer units, ``D = h / lcm(m, n)``;
-    ``p = 1 - P(lattice path (0,0) -> (m,n) stays in |i n - j m| < h gcd(m, n))``, the
-    exact null distribution (scipy's ``method="exact"``, which its ``"auto"`` uses up to
-    10000 points per sample). The path count is a masked cumsum per row, vectorised over
-    the batch, rescaled each row (float64, log-scale bookkeeping). Cost O(m n) per test.
-    Spec: normalization.md, "Experiments to reproduce" (KS test).
-
-    Args:
-        sample1: ``[..., m]``.
-        sample2: ``[..., n]``.
-
-    Returns:
-        A :class:`KSTest` with ``[...]`` statistic and p-value.
-
-    >>> res = ks_two_sample(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([4.0, 5.0, 6.0]))
-    >>> float(res.statistic), round(float(res.pvalue), 6)
-    (1.0, 0.1)
-    """
-    for name, x in (("sample1", sample1), ("sample2", sample2)):
-        if x.ndim < 1 or x.shape[-1] < 1:
-            raise TlGeomError(f"{name} must be [..., size] with size >= 1, got {tuple(x.shape)}")
-        check_finite(name, x)
-    if sample1.shape[:-1] != sample2.shape[:-1]:
-        raise TlGeomError(
-            f"batch dims disagree: sample1 {tuple(sample1.shape)}, sample2 {tuple(sample2.shape)}"
-        )
-    x1, packed = einops.pack([sample1.double()], "* m")
-    x2, _ = einops.pack([sample2.double()], "* n")
-    m, n = x1.shape[-1], x2.shape[-1]
-    x1, x2 = x1.sort(-1).values, x2.sort(-1).values
-    pooled = torch.cat([x1, x2], -1).contiguous()
-    c1 = torch.searchsorted(x1.contiguous(), pooled, right=True)
-    c2 = torch.searchsorted(x2.contiguous(), pooled, right=True)
-    d_int = (c1 * n - c2 * m).abs().amax(-1)  # D * m * n, exact integers
-    p = _ks_exact_pvalue(m, n, d_int)  # h gcd(m, n) = d_int, h = D lcm(m, n)
-    (stat,) = einops.unpack(d_int.double() / (m * n), packed, "*")
-    (pval,) = einops.unpack(p, packed, "*")
-    return KSTest(statistic=stat, pvalue=pval, n1=m, n2=n)
-
-
-def _ks_exact_pvalue(m: int, n: int, bound: Tensor) -> Tensor:
-    """``P(max_k |i_k n - j_k m| >= bound)`` for a uniform lattice path, per entry of ``bound``.
-
-    Summed over first exits (no ``1 - P(inside)`` cancellation, so tiny p-values keep
-    their relative precision): a path leaves the band first at an outside cell
-    ``(i, j)`` entered from an inside one; ``u(i, j)`` counts inside paths from the
-    origin, ``C(m - i + n - j, m - i)`` the free paths from the exit to ``(m, n)``.
-    """
-    dev = bound.device
-    j = torch.arange(n + 1, device=dev)
-    lim = bound.view(-1, 1)
-    u = torch.zeros(bound.shape[0], n + 1, dtype=torch.float64, device=dev)
-    u[:, 0] = 1.0  # a virtual row -1 feeding the origin
-    log_scale = torch.zeros(bound.shape[0], 1, dtype=torch.float64, device=dev)
-    p = torch.zeros(bound.shape[0], dtype=torch.float64, device=dev)
-    log_total = math.lgamma(m + n + 1) - math.lgamma(m + 1) - math.lgamma(n + 1)
-    jd = j.double()
-    for i in range(m + 1):  # rows of the lattice; inside cells of a row are contiguous
-        inside = (i * n - j * m).abs().unsqueeze(0) < lim
-        new = torch.where(inside, torch.where(inside, u, 0.0).cumsum(-1), 0.0)
-        # entries into outside cells: from above (u) or from the left (new), both inside
-        left = torch.nn.functional.pad(new[:, :-1], (1, 0))
-        inflow = torch.where(inside, 0.0, u + left)
-        log_rest = (
-            torch.lgamma(m - i + n + 1 - jd) - math.lgamma(m - i + 1) - torch.lgamma(n + 1 - jd)
-        )
-        p += (inflow * torch.exp(log_scale + log_rest - log_total)).sum(-1)
-        top = new.amax(-1, keepdim=True).clamp_min(1e-300)
-        u = new / top
-        log_scale = log_scale + top.log()
-    p = p.clamp(0.0, 1.0)
-    return torch.where(bound == 0, torch.ones_like(p), p)
-
-
-@dataclass(frozen=True)
 class CriticalN:
     """Per-N KS tests of top-N vs random-N ``d~`` and the critical N they give.
 
@@ -418,161 +315,3 @@ def critical_n(
     return CriticalN(
         n=n_star, ns=tuple(grid), statistic=res.statistic, pvalue=res.pvalue, level=level
     )
-
-
-def truncate_windows(
-    alpha: Float[Tensor, "*lead key"],
-    values: Float[Tensor, "*lead key d"],
-    length: int,
-) -> tuple[Tensor, Tensor]:
-    """The first ``length`` keys of each window, weights renormalised to sum to 1.
-
-    alpha'_i = alpha_i / sum_{j < length} alpha_j  for i < length
-    [ours] This is the softmax of the same query over the first ``length`` logits (a
-    softmax restricted to a subset is the renormalised softmax), i.e. the long window's
-    query attending to a shorter causal prefix; it is not the model run on a shorter
-    window, whose final query is a different token. Pass a callable to the
-    ``*_vs_length`` helpers to use windows computed at each length instead.
-    """
-    length_max = alpha.shape[-1]
-    if isinstance(length, bool) or not isinstance(length, Integral):
-        raise TlGeomError(f"length={length!r} must be an int")
-    if not 2 <= length <= length_max:
-        raise TlGeomError(f"length={length} out of range 2..{length_max}")
-    check_weights(alpha)
-    check_values(alpha, values)
-    head = alpha[..., :length]
-    mass = head.sum(-1, keepdim=True)
-    if bool((mass <= 0).any()):
-        raise TlGeomError(f"some rows have no weight on the first {length} keys")
-    return head / mass, values[..., :length, :]
-
-
-def _windows_at(source: Windows, length: int) -> tuple[Tensor, Tensor]:
-    if callable(source):
-        return source(length)
-    return truncate_windows(source[0], source[1], length)
-
-
-def _mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and (population) std over all dims but the last, ``[nn]`` each."""
-    flat = x.reshape(-1, x.shape[-1])
-    return flat.mean(0), flat.std(0, correction=0)
-
-
-def distance_vs_n(
-    alpha: Float[Tensor, "*lead key"],
-    values: Float[Tensor, "*lead key d"],
-    ns: Sequence[int],
-    *,
-    form: Form = "sum",
-    draws: int = 16,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """``d~_N`` against N at fixed L: top-N and random-N, mean and std over rows.
-
-    Paper (normalization.md, "Experiments to reproduce"): at L = 1024 the curve
-    flattens beyond N about 20.
-
-    Returns:
-        Columns ``n, d_top, d_top_std, d_random, d_random_std`` (random: mean over
-        draws per row first).
-    """
-    grid = list(ns)
-    top = cumulative_distance(alpha, values, grid, form=form)
-    rnd = random_cumulative_distance(alpha, values, grid, draws=draws, seed=seed, form=form)
-    t_mean, t_std = _mean_std(top)
-    r_mean, r_std = _mean_std(rnd)
-    return pd.DataFrame(
-        {
-            "n": grid,
-            "d_top": t_mean.cpu().numpy(),
-            "d_top_std": t_std.cpu().numpy(),
-            "d_random": r_mean.cpu().numpy(),
-            "d_random_std": r_std.cpu().numpy(),
-        }
-    )
-
-
-def distance_vs_length(
-    source: Windows,
-    lengths: Sequence[int],
-    n: int = 5,
-    *,
-    form: Form = "sum",
-    draws: int = 16,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """``d~_N`` against the context length L at fixed N (paper: N = 5, L = 32..1024).
-
-    ``source`` is either ``(alpha, values)`` at the largest length, truncated to each L
-    by :func:`truncate_windows` [ours], or a callable ``L -> (alpha, values)`` giving
-    windows of each length. Paper: ``d~`` grows about linearly with L.
-
-    Returns:
-        Columns ``length, n, d_top, d_top_std, d_random, d_random_std``.
-    """
-    frames: list[pd.DataFrame] = []
-    for length in lengths:  # shapes differ per L
-        a, v = _windows_at(source, length)
-        df = distance_vs_n(a, v, [n], form=form, draws=draws, seed=seed)
-        df.insert(0, "length", length)
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
-
-
-def distinguishability_vs_n(
-    alpha: Float[Tensor, "*lead key"],
-    values: Float[Tensor, "*lead key d"],
-    ns: Sequence[int],
-) -> pd.DataFrame:
-    """``N_s / N`` against N: mean and std over rows.
-
-    Paper: declines up to N ~ 16, then saturates around 0.70-0.85 (normalization.md,
-    "Experiments to reproduce").
-
-    Returns:
-        Columns ``n, ns_over_n, ns_over_n_std``.
-    """
-    grid = list(ns)
-    mean, std = _mean_std(distinguishability(alpha, values, grid))
-    return pd.DataFrame(
-        {"n": grid, "ns_over_n": mean.cpu().numpy(), "ns_over_n_std": std.cpu().numpy()}
-    )
-
-
-def critical_n_vs_length(
-    source: Windows,
-    lengths: Sequence[int],
-    ns: Sequence[int],
-    *,
-    level: float = 0.01,
-    draws: int = 1,
-    seed: int = 0,
-    form: Form = "sum",
-) -> pd.DataFrame:
-    """Critical N (:func:`critical_n`) against L; the grid at each L is ``ns`` cut to N < L.
-
-    ``source`` as in :func:`distance_vs_length`. Paper: ``N* ~ 0.06 L``.
-
-    Returns:
-        Columns ``length, critical_n, critical_fraction, grid_max``; ``critical_n`` is
-        NaN where every N on the grid rejects (then ``N* > grid_max``).
-    """
-    rows: list[dict[str, float]] = []
-    for length in lengths:
-        a, v = _windows_at(source, length)
-        grid = [k for k in ns if k < length]
-        if not grid:
-            raise TlGeomError(f"no N in {list(ns)} is below L={length}")
-        res = critical_n(a, v, grid, level=level, draws=draws, seed=seed, form=form)
-        crit = math.nan if res.n is None else float(res.n)
-        rows.append(
-            {
-                "length": length,
-                "critical_n": crit,
-                "critical_fraction": crit / length,
-                "grid_max": max(grid),
-            }
-        )
-    return pd.DataFrame(rows)
