@@ -46,7 +46,7 @@ def ref_cosine_decay(v: torch.Tensor, max_lag: int, sink: int | None):
     for k in range(max_lag + 1):
         cs = [ref_cos(v[i], v[i + k]) for i in keep if i + k in keep]
         means.append(sum(cs) / len(cs) if cs else 0.0)
-    pts = [(k, math.log(means[k])) for k in range(1, max_lag + 1) if means[k] > 0]
+    pts = [(k, math.log(means[k])) for k in range(1, max_lag + 1) if means[k] > 1e-9]
     if len(pts) < 2:
         return means, math.nan, math.nan
     xbar = sum(x for x, _ in pts) / len(pts)

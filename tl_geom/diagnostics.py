@@ -153,12 +153,13 @@ def cosine_decay(
     max_lag: int | None = None,
     sink: int | None = 0,
     r2_min: float = 0.5,
+    min_cos: float = 1e-9,
 ) -> CosineDecay:
     """Exponential decay of value similarity with distance (assumption 2).
 
     ``m_k = mean_{i} cos(v_i, v_{i+k})`` over pairs of kept positions (the sink is
     left out [ours]); fit ``log m_k = log_a - beta k`` by least squares over the lags
-    ``1 <= k <= max_lag`` with ``m_k > 0`` ("the positive part"), and
+    ``1 <= k <= max_lag`` with ``m_k > min_cos`` ("the positive part"), and
     ``R^2 = 1 - SS_res / SS_tot`` in log space. Cost: one ``L x L`` Gram matrix per
     head, ``O(L^2 d)``.
 
@@ -168,6 +169,9 @@ def cosine_decay(
             few pairs).
         sink: a position to leave out of the averages, or None to keep all.
         r2_min: holds if ``beta > 0`` and ``R^2 >= r2_min`` [ours].
+        min_cos: the smallest mean cosine that enters the log fit [ours]. A mean that
+            is zero in exact arithmetic lands at +-1e-17 in floating point, and its log
+            (about -39) would dominate the fit by the sign of a rounding error.
     """
     v, packed = _pack_values(values)
     length = v.shape[1]
@@ -193,7 +197,7 @@ def cosine_decay(
     mean_cos = sums / counts.clamp_min(1)
     k = torch.arange(1, lag_max + 1, dtype=torch.float64)
     m = mean_cos[:, 1:]
-    fit_w = ((m > 0) & (counts[1:] > 0)).double()
+    fit_w = ((m > min_cos) & (counts[1:] > 0)).double()
     y = torch.log(m.clamp_min(1e-300))
     nw = fit_w.sum(-1, keepdim=True)
     xbar = (fit_w * k).sum(-1, keepdim=True) / nw
