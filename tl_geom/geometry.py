@@ -12,10 +12,15 @@ Every comparison is made in the ``g`` form ``D_k^2 = ||s||^2 - g_k`` with
 ``g_k = 2 <s, y_k> - ||y_k||^2``: ranking by ``g`` (descending) is ranking by distance
 (ascending), and ``g`` carries no ``||s||^2 - ...`` cancellation. It is accumulated in
 float64 by default: with small weights the distances of real heads differ in their
-eighth digit, where float32 gives wrong counts.
+eighth digit, where float32 gives wrong counts. The radii ``r_max``, ``r_min`` are then
+measured directly at the two extreme points, so they carry no cancellation either.
 
 Everything is batched over any leading dims (batch, layer, head, query), flattened
 with ``einops.pack``; there is no Python loop over heads or N values.
+
+Here: :func:`separability` (top-N, one row per leading index) and the shared machinery.
+The random-subset baseline is in ``baseline.py``, every query row of a pattern at once
+in ``all_queries.py``; all three share :func:`selection_metrics`.
 """
 
 from collections.abc import Sequence
@@ -23,12 +28,13 @@ from dataclasses import dataclass
 from numbers import Integral
 
 import einops
-import pandas as pd
+import pandas as pd  # pyright: ignore[reportMissingTypeStubs]
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
+from tl_geom.errors import TlGeomError
 
 __all__ = [
     "Separability",
@@ -37,6 +43,30 @@ __all__ = [
     "separation_counts",
     "top_n_rank",
 ]
+
+
+def tidy_frame(
+    metrics: dict[str, Tensor],
+    n: tuple[int, ...],
+    scalar_n: bool,
+    dims: Sequence[str] | None,
+) -> pd.DataFrame:
+    """One row per leading index and N: columns ``*dims, n, *metrics``."""
+    if scalar_n:
+        metrics = {k: v.unsqueeze(-1) for k, v in metrics.items()}
+    first = next(iter(metrics.values()))
+    lead = tuple(first.shape[:-1])
+    names = list(dims) if dims is not None else [f"dim{i}" for i in range(len(lead))]
+    if len(names) != len(lead):
+        raise ValueError(f"dims has {len(names)} names for {len(lead)} leading dims")
+    grid = torch.meshgrid(*[torch.arange(s) for s in lead], torch.tensor(n), indexing="ij")
+    cols: dict[str, object] = {
+        nm: g.flatten().numpy() for nm, g in zip(names, grid[:-1], strict=True)
+    }
+    cols["n"] = grid[-1].flatten().numpy()
+    for k, v in metrics.items():
+        cols[k] = v.detach().cpu().double().flatten().numpy()
+    return pd.DataFrame(cols)
 
 
 @dataclass(frozen=True)
@@ -92,20 +122,7 @@ class Separability:
             "r_min": self.r_min,
             "margin": self.margin,
         }
-        if self.scalar_n:
-            metrics = {k: v.unsqueeze(-1) for k, v in metrics.items()}
-        lead = tuple(self.precision.shape[: self.precision.ndim - (0 if self.scalar_n else 1)])
-        names = list(dims) if dims is not None else [f"dim{i}" for i in range(len(lead))]
-        if len(names) != len(lead):
-            raise ValueError(f"dims has {len(names)} names for {len(lead)} leading dims")
-        grid = torch.meshgrid(
-            *[torch.arange(s) for s in lead], torch.tensor(self.n), indexing="ij"
-        )
-        cols: dict[str, object] = {nm: g.flatten().numpy() for nm, g in zip(names, grid[:-1])}
-        cols["n"] = grid[-1].flatten().numpy()
-        for k, v in metrics.items():
-            cols[k] = v.detach().cpu().double().flatten().numpy()
-        return pd.DataFrame(cols)
+        return tidy_frame(metrics, self.n, self.scalar_n, dims)
 
 
 def top_n_rank(alpha: Float[Tensor, "*lead key"]) -> Int[Tensor, "*lead key"]:
@@ -117,9 +134,14 @@ def top_n_rank(alpha: Float[Tensor, "*lead key"]) -> Int[Tensor, "*lead key"]:
     >>> top_n_rank(torch.tensor([0.1, 0.4, 0.1, 0.4])).tolist()
     [2, 0, 3, 1]
     """
-    order = torch.sort(alpha, dim=-1, descending=True, stable=True).indices
+    return sorted_rank(alpha)[1]
+
+
+def sorted_rank(alpha: Float[Tensor, "*lead key"]) -> tuple[Tensor, Tensor]:
+    """Weights sorted descending (stable: ties keep position order) and each key's rank."""
+    a_sorted, order = torch.sort(alpha, dim=-1, descending=True, stable=True)
     ranks = torch.arange(alpha.shape[-1], device=alpha.device).expand_as(order)
-    return torch.empty_like(order).scatter_(-1, order, ranks)
+    return a_sorted, torch.empty_like(order).scatter_(-1, order, ranks)
 
 
 def g_scores(
@@ -149,19 +171,67 @@ def separation_counts(
     Returns:
         ``(precision, recall, f1, g_min_selected, g_max_rest)``, each ``[*lead, nn]``.
     """
+    return separation(g, selected, n, key_mask)[:5]
+
+
+def separation(
+    g: Float[Tensor, "*lead nn key"],
+    selected: Bool[Tensor, "*lead nn key"],
+    n: Int[Tensor, " nn"],
+    key_mask: Bool[Tensor, "*lead key"] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """:func:`separation_counts` plus the keys attaining the thresholds (any on ties)."""
     rest = ~selected
     if key_mask is not None:
         rest = rest & key_mask.unsqueeze(-2)
     inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
-    g_min_sel = torch.where(selected, g, inf).amin(-1)
-    g_max_rest = torch.where(rest, g, -inf).amax(-1)
+    g_min_sel, far = torch.where(selected, g, inf).min(-1)
+    g_max_rest, near = torch.where(rest, g, -inf).max(-1)
     false_pos = (rest & (g >= g_min_sel.unsqueeze(-1))).sum(-1)
     true_pos = (selected & (g > g_max_rest.unsqueeze(-1))).sum(-1)
     nf = n.to(g.dtype)
     precision = nf / (nf + false_pos.to(g.dtype))
     recall = true_pos.to(g.dtype) / nf
     f1 = 2 * precision * recall / (precision + recall)
-    return precision, recall, f1, g_min_sel, g_max_rest
+    return precision, recall, f1, g_min_sel, g_max_rest, far, near
+
+
+def flat_values(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[..., key, d] -> [rows, key, d]`` as a view where possible (pack would copy)."""
+    return einops.rearrange(values.to(dtype), "... key d -> (...) key d")
+
+
+def selection_metrics(
+    a: Float[Tensor, "b c key"],
+    v: Float[Tensor, "b key d"],
+    selected: Bool[Tensor, "b c m key"],
+    n: Int[Tensor, " m"],
+    key_mask: Bool[Tensor, "b c key"] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """P, R, F, r_max, r_min and s of selections over ``c`` weight rows sharing values.
+
+    s = (a * sel) @ V,  g_k = 2 a_k <s, v_k> - a_k^2 ||v_k||^2  (= 2<s, y_k> - ||y_k||^2)
+    Two batched matmuls; V is never expanded per row or selection. The radii are
+    measured at the extreme points, ``r_max = ||y_i - s||`` with ``i = argmin_I g`` and
+    ``r_min = ||y_j - s||`` with ``j = argmax_rest g``, so they carry no ``||s||^2 - g``
+    cancellation.
+
+    Returns:
+        ``(precision, recall, f1, r_max, r_min)`` each ``[b, c, m]``, and s ``[b, c, m, d]``.
+    """
+    a_m = a.unsqueeze(-2)
+    s = torch.einsum("bcmk,bkd->bcmd", selected * a_m, v)
+    sv = torch.einsum("bcmd,bkd->bcmk", s, v)
+    g = a_m * (2.0 * sv - a_m * (v * v).sum(-1)[:, None, None, :])
+    precision, recall, f1, _, _, far, near = separation(g, selected, n, key_mask)
+    rows = torch.arange(a.shape[0], device=a.device).view(-1, 1, 1)
+
+    def distance(idx: Tensor) -> Tensor:
+        y = a.gather(-1, idx).unsqueeze(-1) * v[rows, idx]
+        return ((y - s) ** 2).sum(-1).sqrt()
+
+    r_max, r_min = distance(far), distance(near)
+    return precision, recall, f1, r_max, r_min, s
 
 
 def separability(
@@ -179,7 +249,7 @@ def separability(
     Ranked by g_k = 2<s_N, y_k> - ||y_k||^2 in float64. Ties: earlier position [ours].
     Spec: geometry.md, "Metrics".
 
-    Cost per row: one sort, one cumsum over keys and one ``[len(n), L]`` matmul.
+    Cost per row: one sort and two ``[len(n), L] x [L, d]`` matmuls.
 
     Args:
         alpha: attention weights of each row (``hook_pattern`` rows), ``[..., L]``.
@@ -210,22 +280,13 @@ def separability(
     scalar = isinstance(n, Integral)
 
     a, packed = einops.pack([alpha.to(dtype)], "* key")
-    v, _ = einops.pack([values.to(dtype)], "* key d")
+    v = flat_values(values, dtype)
     n_t = torch.tensor(ns, device=a.device)
 
-    rank = top_n_rank(a)
-    order = torch.argsort(rank, dim=-1)
-    y = a.unsqueeze(-1) * v
-    # s_N for every N from one cumsum over the keys in rank order.
-    y_sorted = torch.gather(y, 1, einops.repeat(order, "b key -> b key d", d=y.shape[-1]))
-    s = y_sorted.cumsum(1)[:, n_t - 1]
+    a_sorted, rank = sorted_rank(a)
     selected = rank.unsqueeze(1) < n_t.view(1, -1, 1)
-    g = g_scores(s, y)
-    precision, recall, f1, g_min_sel, g_max_rest = separation_counts(g, selected, n_t)
-    ss = (s * s).sum(-1)
-    r_max = (ss - g_min_sel).clamp_min(0).sqrt()
-    r_min = (ss - g_max_rest).clamp_min(0).sqrt()
-    a_sorted = torch.gather(a, 1, order)
+    metrics = selection_metrics(a.unsqueeze(1), v, selected.unsqueeze(1), n_t)
+    precision, recall, f1, r_max, r_min, s = (x.squeeze(1) for x in metrics)
     margin = a_sorted[:, n_t - 1] - a_sorted[:, n_t]
 
     def out_n(x: Tensor) -> Tensor:
@@ -248,3 +309,9 @@ def separability(
         s=out_vec(s, "d"),
         scalar_n=scalar,
     )
+
+
+def check_count(name: str, value: int) -> None:
+    """Raise unless ``value`` is an int >= 1 (``draws``, ``chunk``)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise TlGeomError(f"{name} must be an int >= 1, got {value!r}")

@@ -37,6 +37,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
+from tl_geom.baseline import random_ranks
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry import g_scores, separability, top_n_rank
 from tl_geom.ks import ks_two_sample
@@ -171,9 +172,9 @@ def random_cumulative_distance(
     E d~_N = (1/draws) sum_k d~_N(I_N^(k)),   I_N^(k) = first N keys of a uniformly
     random permutation ``pi_k`` of the row's keys (one permutation per row and draw,
     shared across N, as geometry.md's "random rankings"; each prefix is a uniform
-    N-subset). Same forms as :func:`cumulative_distance`. The generator is seeded with
-    ``seed``, so results are reproducible for a given device. Spec: normalization.md,
-    "Quantities".
+    N-subset). The permutations are those of :func:`tl_geom.baseline.random_ranks`, so
+    a seed gives the same subsets here as in ``random_separability``, on any device.
+    Same forms as :func:`cumulative_distance`. Spec: normalization.md, "Quantities".
 
     Args:
         alpha: weights ``[..., L]``.
@@ -197,12 +198,11 @@ def random_cumulative_distance(
     if isinstance(draws, bool) or not isinstance(draws, Integral) or draws < 1:
         raise TlGeomError(f"draws={draws!r} must be an int >= 1")
     a, y, n_t, packed, scalar = _prepare(alpha, values, n, dtype, atol)
-    gen = torch.Generator(device=a.device).manual_seed(seed)
+    ranks = random_ranks((a.shape[0],), a.shape[-1], draws=int(draws), seed=seed).to(a.device)
     per_draw: list[Tensor] = []
-    for _ in range(int(draws)):  # a loop over draws bounds memory at one top-N call each
-        u = torch.rand(a.shape, generator=gen, dtype=dtype, device=a.device)
-        rank = torch.argsort(u, dim=-1)  # a uniformly random permutation of 0..L-1
-        per_draw.append(_distances(y, rank, n_t, form, direct))
+    for t in range(int(draws)):  # a loop over draws bounds memory at one top-N call each
+        order = torch.argsort(ranks[:, t], dim=-1)  # keys in random order
+        per_draw.append(_distances(y, order, n_t, form, direct))
     stacked = torch.stack(per_draw, 1)  # [b, draws, nn]
     if reduce == "mean":
         return _unpack(stacked.mean(1), packed, scalar)
