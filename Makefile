@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The main job at demo size (a couple of minutes on two CPU cores); rerunning it reuses
+# the finished windows (--resume). It prints where the report is and opens nothing.
 demo: venv
-	$(PY) -m tl_geom summary
+	$(PY) -m tl_geom analyze --windows 4 --ctx 512 --out runs/demo --resume
 
 lint: venv
 	$(VENV)/bin/ruff check tl_geom tests benchmarks
