@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_geom.errors import TlGeomError
+from tl_geom.fused import as_fused
 from tl_geom.hooks import as_tokens, expand_kv, model_dims, normalize_layers, stream_layers
 
 __all__ = ["AttentionCapture", "QuerySpec", "capture_attention", "normalize_queries"]
@@ -95,6 +96,8 @@ def capture_attention(
     tokens: Tensor | str,
     layers: int | Sequence[int] | None = None,
     queries: QuerySpec = -1,
+    *,
+    backend: str = "hooks",
 ) -> AttentionCapture:
     """Run ``model`` on ``tokens`` and keep the chosen attention rows and the values.
 
@@ -108,19 +111,29 @@ def capture_attention(
         layers: a layer, a list of layers, or None for all.
         queries: a position (default -1, the final query), a list or slice of
             positions, or None for every position.
+        backend: ``"hooks"`` (TransformerLens ``hook_pattern``/``hook_v``; composes with
+            your hooks and tl_geom.interventions) or ``"sdpa"`` (a model from
+            :func:`tl_geom.fused.load_fused_model` or a transformers model: fused
+            attention, only the asked rows recomputed from q and k; see ``fused.py``).
 
     Returns:
         An :class:`AttentionCapture`.
 
     Raises:
         TlGeomError: tokens of the wrong dtype or rank, layers or queries out of
-            range, a model without attention hooks.
+            range, a model without attention hooks, a backend the model cannot serve.
     """
+    if backend not in ("hooks", "sdpa"):
+        raise TlGeomError(f"backend must be 'hooks' or 'sdpa', got {backend!r}")
+    if backend == "sdpa":
+        model = as_fused(model)
     dims = model_dims(model)
     toks = as_tokens(model, tokens)
     layer_ids = normalize_layers(layers, dims.n_layers)
     query_ids = normalize_queries(queries, toks.shape[1])
-    rows = torch.tensor(query_ids)
+    # hooks: the full pattern, pick the rows; sdpa: only the sorted distinct rows stream
+    streamed = sorted(set(query_ids))
+    rows = torch.tensor(query_ids if backend == "hooks" else [streamed.index(q) for q in query_ids])
     patterns: dict[int, Tensor] = {}
     values: dict[int, Tensor] = {}
 
@@ -130,8 +143,12 @@ def capture_attention(
         v = expand_kv(acts["v"], dims.n_heads).detach()
         values[layer] = einops.rearrange(v, "b k h d -> b h k d").clone()
 
+    if backend == "sdpa":
+        streamer = model.stream(streamed, layer_ids, keep)
+    else:
+        streamer = stream_layers(model, ["v", "pattern"], layer_ids, keep)
     device = _device(model)
-    with torch.no_grad(), stream_layers(model, ["v", "pattern"], layer_ids, keep):
+    with torch.no_grad(), streamer:
         model(toks.to(device))
     missing = [layer for layer in layer_ids if layer not in patterns]
     if missing:

@@ -42,6 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default="tl_geom_out", help="output directory")
     a.add_argument("--resume", action="store_true", help="continue a run in --out")
     a.add_argument("--no-report", action="store_true", help="skip report.html")
+    a.add_argument(
+        "--backend",
+        choices=["auto", "hooks", "sdpa"],
+        default="auto",
+        help="auto (default): sdpa where the model allows it; hooks: TransformerLens hook "
+        "points (eager attention); sdpa: fused attention, only the needed rows recomputed",
+    )
+    a.add_argument("--device", default=None, help="cpu (default) or cuda")
+    a.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="model dtype"
+    )
     s = sub.add_parser(
         "summary",
         help="per-layer sink mass, entropy and top-N separability of the final query",
@@ -100,6 +111,9 @@ def _analyze(args: argparse.Namespace) -> int:
         layers=args.layers,
         out=out,
         resume=args.resume,
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
     )
     written = ["metrics.csv", "heads.csv", "envelope.csv", "run.json"]
     if not args.no_report:
@@ -118,7 +132,8 @@ def _analyze(args: argparse.Namespace) -> int:
         f"At N={n_min}: mean F1 {first['f1'].mean():.3f} "
         f"(random subsets {first['f1_random'].mean():.3f}); "
         f"mean sink mass {result.heads['sink_mass'].mean():.3f}. "
-        f"{t['windows_run']} windows run, {t['windows_resumed']} resumed, {t['total']:.1f}s.\n"
+        f"{t['windows_run']} windows run, {t['windows_resumed']} resumed, {t['total']:.1f}s "
+        f"(backend {result.run['backend']}).\n"
         f"Wrote {', '.join(written)} to {out.resolve()}"
     )
     return 0

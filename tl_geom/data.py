@@ -21,7 +21,7 @@ from torch import Tensor
 
 from tl_geom.errors import TlGeomError
 
-__all__ = ["CORPORA", "corpus_hash", "load_corpus", "token_windows"]
+__all__ = ["CORPORA", "corpus_hash", "load_corpus", "start_token", "token_windows"]
 
 CORPORA = {"war_and_peace": "war_and_peace.txt", "poe": "poe_works.txt"}
 
@@ -47,7 +47,8 @@ def corpus_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _start_token(tokenizer: Any) -> int | None:
+def start_token(tokenizer: Any) -> int | None:
+    """The id that opens every window: [CLS] for BERT tokenizers, else BOS (None if neither)."""
     # [CLS] first: BERT tokenizers may report an unset BOS as [UNK].
     for attr in ("cls_token_id", "bos_token_id"):
         tid = getattr(tokenizer, attr, None)
@@ -72,7 +73,7 @@ def token_windows(
         raise TlGeomError(f"ctx={ctx} too short; a window needs at least 2 tokens")
     if windows < 1:
         raise TlGeomError(f"windows={windows}; ask for at least one window")
-    bos = _start_token(tokenizer)
+    bos = start_token(tokenizer)
     body = ctx - 1 if bos is not None else ctx
     need = start + windows * body
     chars = max(need * 8, 4096)

