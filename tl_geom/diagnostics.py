@@ -147,6 +147,25 @@ def norm_stability(
     return NormStability(cv, lam, stable, compressed, stable & compressed, cv_max, lam_max)
 
 
+FLAT_LOG_SPREAD = 1e-12
+"""Below this spread of ``log m_k`` a mean-cosine curve counts as flat (no R^2) [ours]."""
+
+
+def _lag_sums(u: Float[Tensor, "b key d"], lag_max: int) -> Float[Tensor, "b lag"]:
+    """``S_k = sum_i <u_i, u_{i+k}>`` for ``k = 0..lag_max``, by FFT: ``O(d L log L)``.
+
+    The autocorrelation of each coordinate is ``irfft(|rfft(u)|^2)`` with zero padding
+    to at least ``2L - 1`` (no wrap-around); summing the power over coordinates first
+    makes it one inverse transform per row. float64 rounding is about ``1e-16 L`` in
+    ``S_k``, so under ``1e-15`` in the mean cosine ``S_k / count_k``.
+    """
+    length = u.shape[1]
+    n_fft = 1 << (2 * length - 1).bit_length()
+    spec = torch.fft.rfft(u, n=n_fft, dim=1)
+    power = (spec.real**2 + spec.imag**2).sum(-1)
+    return torch.fft.irfft(power, n=n_fft, dim=1)[:, : lag_max + 1]
+
+
 def cosine_decay(
     values: Float[Tensor, "*lead key d"],
     *,
@@ -160,8 +179,10 @@ def cosine_decay(
     ``m_k = mean_{i} cos(v_i, v_{i+k})`` over pairs of kept positions (the sink is
     left out [ours]); fit ``log m_k = log_a - beta k`` by least squares over the lags
     ``1 <= k <= max_lag`` with ``m_k > min_cos`` ("the positive part"), and
-    ``R^2 = 1 - SS_res / SS_tot`` in log space. Cost: one ``L x L`` Gram matrix per
-    head, ``O(L^2 d)``.
+    ``R^2 = 1 - SS_res / SS_tot`` in log space (NaN for a flat curve, spread of
+    ``log m_k`` under ``FLAT_LOG_SPREAD``). The lag sums come from an FFT
+    autocorrelation (:func:`_lag_sums`): ``O(d L log L)`` per head and no ``L x L``
+    matrix, which at L = 8192 would be 0.5 GiB per head.
 
     Args:
         values: ``[..., L, d]``.
@@ -170,8 +191,8 @@ def cosine_decay(
         sink: a position to leave out of the averages, or None to keep all.
         r2_min: holds if ``beta > 0`` and ``R^2 >= r2_min`` [ours].
         min_cos: the smallest mean cosine that enters the log fit [ours]. A mean that
-            is zero in exact arithmetic lands at +-1e-17 in floating point, and its log
-            (about -39) would dominate the fit by the sign of a rounding error.
+            is zero in exact arithmetic lands near +-1e-16 in floating point, and its log
+            (about -37) would dominate the fit by the sign of a rounding error.
     """
     v, packed = _pack_values(values)
     length = v.shape[1]
@@ -181,19 +202,17 @@ def cosine_decay(
     if not 1 <= lag_max < length:
         raise TlGeomError(f"max_lag={max_lag} out of range 1..{length - 1} for L={length}")
     u = _unit(v)
-    gram = torch.einsum("bid,bjd->bij", u, u)
-    t = torch.arange(length)
-    lag = t.view(1, -1) - t.view(-1, 1)  # j - i
     keep = torch.ones(length, dtype=torch.float64)
     if sink is not None:
         keep[sink] = 0.0
-    w = (keep.view(-1, 1) * keep.view(1, -1)) * ((lag >= 0) & (lag <= lag_max))
-    idx = lag.clamp(0, lag_max).flatten().expand(v.shape[0], -1)
-    sums = torch.zeros(v.shape[0], lag_max + 1, dtype=torch.float64)
-    sums = sums.scatter_add(1, idx, (gram * w).flatten(1))
-    counts = torch.zeros(lag_max + 1, dtype=torch.float64).scatter_add(
-        0, lag.clamp(0, lag_max).flatten(), w.flatten()
-    )
+        u = u * keep.view(1, -1, 1)  # a zero vector adds nothing to any lag sum
+    sums = _lag_sums(u, lag_max)
+    # counts[k] = #{i : i and i + k both kept}, exact in integers
+    k_all = torch.arange(lag_max + 1)
+    counts = (length - k_all).double()
+    if sink is not None:
+        counts -= (sink + k_all < length).double() + (sink - k_all >= 0).double()
+        counts[0] += 1.0  # the pair (sink, sink) was removed twice
     mean_cos = sums / counts.clamp_min(1)
     k = torch.arange(1, lag_max + 1, dtype=torch.float64)
     m = mean_cos[:, 1:]
@@ -208,7 +227,9 @@ def cosine_decay(
     resid = y - (log_a.unsqueeze(-1) + slope.unsqueeze(-1) * k)
     ss_res = (fit_w * resid**2).sum(-1)
     ss_tot = (fit_w * (y - ybar) ** 2).sum(-1)
-    r2 = torch.where(ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-300), float("nan"))
+    # A flat log-cosine (spread under 1e-12, the FFT's rounding) has no decay to fit.
+    flat = ss_tot <= nw.squeeze(-1) * FLAT_LOG_SPREAD**2
+    r2 = torch.where(flat, float("nan"), 1 - ss_res / ss_tot.clamp_min(1e-300))
     r2 = torch.where(nw.squeeze(-1) >= 2, r2, float("nan"))
     beta = torch.where(nw.squeeze(-1) >= 2, -slope, float("nan"))
     log_a = torch.where(nw.squeeze(-1) >= 2, log_a, float("nan"))
