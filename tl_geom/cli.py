@@ -115,6 +115,8 @@ def _analyze(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
     )
+    if result.run.get("torchrun", {}).get("rank", 0) != 0:
+        return 0  # rank 0 writes the report and prints the summary
     written = ["metrics.csv", "heads.csv", "envelope.csv", "run.json"]
     if not args.no_report:
         from tl_geom.report import write_report

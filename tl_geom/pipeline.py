@@ -14,6 +14,7 @@ refer to position 0, the ``[CLS]`` token that opens every window.
 
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tl_geom.data import corpus_hash, load_corpus, token_windows
+from tl_geom.distributed import Ranks, join
 from tl_geom.errors import TlGeomError
 from tl_geom.fused import FusedModel, as_fused, fused_supported, load_fused_model
 from tl_geom.hooks import model_dims, normalize_layers
@@ -237,6 +239,8 @@ def analyze(
         dtype=dtype,
     )
     body = load_corpus(corpus) if text is None else text
+    if device is not None and device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per torchrun process
     model = open_model(model, backend, device=device, dtype=dtype)
     t_loaded = time.perf_counter()
     dims = model_dims(model)
@@ -255,24 +259,13 @@ def analyze(
     )
     out_path = Path(out) if out is not None else None
     fingerprint = {**cfg.fingerprint(), "corpus_sha256": corpus_hash(body)}
-    wdir = _prepare_out(out_path, fingerprint, resume) if out_path is not None else None
-
-    results: dict[int, dict[str, torch.Tensor]] = {}
-    todo = []
-    for w in range(cfg.windows):
-        path = wdir / f"w{w:06d}.pt" if wdir is not None else None
-        if path is not None and path.exists():
-            results[w] = torch.load(path, weights_only=True)
-        else:
-            todo.append(w)
-    window_times = []
-    for w in tqdm(todo, desc="windows", disable=not progress, unit="window"):
-        t0 = time.perf_counter()
-        res = run_window(model, tokens[w : w + 1], spec, w)
-        window_times.append(time.perf_counter() - t0)
-        if wdir is not None:
-            _save_window(wdir / f"w{w:06d}.pt", res)
-        results[w] = res
+    ranks = join(next(iter(model.parameters())).device)
+    try:
+        results, window_times, todo = _run_windows(
+            model, tokens, spec, out_path, fingerprint, resume, ranks, progress and ranks.rank == 0
+        )
+    finally:
+        ranks.leave()
     t_windows = time.perf_counter()
 
     analysis = aggregate(
@@ -307,9 +300,63 @@ def analyze(
         view=analysis.view,
         run=run,
     )
-    if out_path is not None:
+    if ranks.world > 1:
+        run["torchrun"] = {"world_size": ranks.world, "rank": ranks.rank}
+    if out_path is not None and ranks.rank == 0:
         analysis.save(out_path)
     return analysis
+
+
+def _run_windows(
+    model: Any,
+    tokens: torch.Tensor,
+    spec: WindowSpec,
+    out_path: Path | None,
+    fingerprint: dict[str, Any],
+    resume: bool,
+    ranks: Ranks,
+    progress: bool,
+) -> tuple[dict[int, dict[str, torch.Tensor]], list[float], list[int]]:
+    """Run this rank's unfinished windows; return every window's results (all ranks').
+
+    Alone, finished windows in ``out`` are loaded and the rest run. Under torchrun the
+    ranks first check they share the arguments, rank 0 prepares ``out``, each rank runs
+    the windows ``w % world == rank`` that have no file yet, and after a barrier every
+    rank reads all windows back from ``out``.
+    """
+    ranks.agree("the arguments", fingerprint)
+    if ranks.world > 1 and out_path is None:
+        raise TlGeomError("under torchrun, pass --out: a directory every rank can read")
+    wdir = None
+    if out_path is not None:
+        error = None
+        if ranks.rank == 0:
+            try:
+                _prepare_out(out_path, fingerprint, resume)
+            except TlGeomError as exc:
+                error = str(exc)
+        error = ranks.from_rank0(error)
+        if error is not None:
+            raise TlGeomError(error)
+        wdir = out_path / "windows"
+    n_windows = tokens.shape[0]
+    paths = [wdir / f"w{w:06d}.pt" if wdir is not None else None for w in range(n_windows)]
+    todo = [w for w, path in enumerate(paths) if path is None or not path.exists()]
+    ranks.barrier()  # every rank has listed the finished windows before any writes more
+    results: dict[int, dict[str, torch.Tensor]] = {}
+    window_times = []
+    for w in tqdm(ranks.mine(todo), desc="windows", disable=not progress, unit="window"):
+        t0 = time.perf_counter()
+        res = run_window(model, tokens[w : w + 1], spec, w)
+        window_times.append(time.perf_counter() - t0)
+        if wdir is not None:
+            _save_window(wdir / f"w{w:06d}.pt", res)
+        results[w] = res
+    ranks.barrier()
+    for w, path in enumerate(paths):
+        if w not in results and path is not None:
+            results[w] = torch.load(path, weights_only=True)
+    return results, window_times, todo
 
 
 def aggregate(
