@@ -19,7 +19,7 @@ import pandas as pd
 from tl_geom.errors import TlGeomError
 from tl_geom.results import Analysis, AttentionView, atomic_write_text
 
-__all__ = ["SECTIONS", "write_report"]
+__all__ = ["SECTIONS", "write_report", "write_sparsify_report"]
 
 SECTIONS = (
     ("summary", "Summary"),
@@ -485,6 +485,56 @@ def write_report(analysis: Analysis, path: Path) -> Path:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n"
         f"<body><h1>{_esc(title)}</h1><nav>{nav}</nav>\n{sections}\n</body></html>\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, page)
+    return path
+
+
+def write_sparsify_report(
+    table: pd.DataFrame, summary: pd.DataFrame, run: dict[str, Any], path: Path
+) -> Path:
+    """A self-contained page for ``tl-geom sparsify``: loss curves, ranking, raw table.
+
+    Args:
+        table: ``sparsify.csv`` (rule, fraction, seed, loss, delta_loss, ablation, heads).
+        summary: mean delta_loss per ablation and rule (``Sparsification.summary()``).
+        run: provenance (``sparsify.json``).
+        path: the file (``report.html`` inside it if it is a directory).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise TlGeomError("the HTML report needs matplotlib: pip install 'tl-geom[viz]'") from None
+    from tl_geom.viz import plot_style, sparsify_svg
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.html"
+    with plot_style(), np.errstate(all="ignore"):
+        svg = sparsify_svg(table)
+    ranking = [(r["ablation"], r["rule"], r["delta_loss"]) for _, r in summary.iterrows()]
+    raw = [
+        tuple(r[c] for c in ("ablation", "rule", "seed", "fraction", "heads", "loss", "delta_loss"))
+        for _, r in table.iterrows()
+    ]
+    title = f"tl_geom sparsification: {run.get('model', '')}"
+    body = (
+        f"<h1>{_esc(title)}</h1>"
+        f"<p>{_esc(run.get('heads_total'))} heads scored on {_esc(run.get('windows'))} windows "
+        f"of {_esc(run.get('ctx'))} tokens; loss on {_esc(run.get('heldout'))} held-out "
+        f"windows (base loss {_esc(_fmt(run.get('base_loss'), '.4f'))} nats). Head types: "
+        f"{_esc(run.get('type_counts'))}.</p>"
+        f'<div class="plot">{svg}</div>'
+        "<h2>Ranking (mean loss change over the fractions &gt; 0; lower is better)</h2>"
+        + _table(("ablation", "rule", "mean delta_loss"), ranking)
+        + "<details><summary>sparsify.csv</summary>"
+        + _table(("ablation", "rule", "seed", "fraction", "heads", "loss", "delta_loss"), raw)
+        + f"</details><h2>Provenance</h2><pre>{_esc(json.dumps(run, indent=2, default=str))}</pre>"
+    )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body>{body}</body></html>\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, page)

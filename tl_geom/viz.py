@@ -41,6 +41,7 @@ __all__ = [
     "pick",
     "plot_style",
     "profile_svg",
+    "sparsify_svg",
     "type_curves_svg",
     "type_depth_svg",
     "type_map_svg",
@@ -501,3 +502,30 @@ def type_curves_svg(
     if present:
         axes[0].legend(loc="lower left", frameon=False)
     return _svg(fig), drawn
+
+
+def sparsify_svg(table: pd.DataFrame) -> str:
+    """Held-out loss change vs fraction of heads removed, one panel per ablation.
+
+    One line per rule; ``random``: mean over seeds, shaded min-max.
+    """
+    ablations = list(dict.fromkeys(table["ablation"].astype(str))) if len(table) else []
+    fig = Figure(figsize=(4.2 * max(1, len(ablations)) + 0.4, 3.0))
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(ablations)), squeeze=False)).ravel()
+    for ax, abl in zip(axes, ablations, strict=False):
+        sub = pd.DataFrame(table[table["ablation"].astype(str) == abl])
+        for i, rule in enumerate(dict.fromkeys(sub["rule"].astype(str))):
+            part = pd.DataFrame(sub[sub["rule"].astype(str) == rule])
+            x, st = group_stats(column(part, "fraction"), column(part, "delta_loss"))
+            style = "--" if rule == "random" else "o-"
+            colour = "k" if rule == "random" else f"C{i}"
+            ax.plot(x * 100, st["mean"], style, color=colour, ms=3, label=rule)
+            if rule == "random":
+                ax.fill_between(x * 100, st["min"], st["max"], color="k", alpha=0.12, lw=0)
+        ax.set_title(f"{abl}-ablation")
+        ax.set_xlabel("heads removed (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("held-out loss change (nats)")
+    if ablations:
+        axes[0].legend(loc="upper left", frameon=False)
+    return _svg(fig)
