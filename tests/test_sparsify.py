@@ -214,14 +214,16 @@ def test_sparsify_rejects_bad_arguments(tiny_llama: Path) -> None:
 
 @pytest.mark.slow
 def test_smollm2_sparsify_all_rules() -> None:
+    # Kept small (one held-out window, 3 fractions, 1 random seed): every ablated
+    # forward of the bridge costs ~1 s on 2 CPU cores. README has the full run.
     res = sparsify(
         "smollm2-135m",
         windows=2,
         ctx=128,
-        heldout=2,
-        fractions=(0.0, 0.1, 0.3, 0.5),
+        heldout=1,
+        fractions=(0.0, 0.1, 0.5),
         ablations=("zero",),
-        seeds=2,
+        seeds=1,
         progress=False,
     )
     t = res.table
@@ -232,6 +234,6 @@ def test_smollm2_sparsify_all_rules() -> None:
         loss = part.sort_values("fraction")["delta_loss"].to_numpy()
         # Removing half of all heads must hurt, whatever the rule.
         assert loss[-1] > 0.05, (rule, seed, loss)
-        # Monotone up to small dips (a removed head can help on 254 tokens): any drop
+        # Monotone up to small dips (a removed head can help on 127 tokens): any drop
         # larger than 0.05 nats would need an explanation, so it fails the test.
         assert np.all(np.diff(loss) > -0.05), (rule, seed, loss)
