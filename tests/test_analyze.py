@@ -1,11 +1,13 @@
 """The main job: `tl-geom analyze` end to end, resume, tables, bad input."""
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TEXT
 
 import tl_geom.pipeline as pipeline_mod
@@ -14,6 +16,7 @@ from tl_geom.cli import main
 from tl_geom.geometry import separability
 from tl_geom.pipeline import analyze
 from tl_geom.results import Analysis
+from tl_geom.taxonomy import classify_heads, head_curves
 
 
 def _args(tiny_dir: Path, corpus_file: Path, out: Path, *extra: str) -> list[str]:
@@ -47,7 +50,9 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
     assert sorted(metrics["n"].unique()) == [1, 2, 4, 8]
     assert metrics[["precision", "recall", "f1"]].stack().between(0, 1).all()
     heads = pd.read_csv(tmp_path / "run" / "heads.csv")
-    assert len(heads) == 8 and (heads["type"] == "unclassified").all()
+    assert len(heads) == 8
+    assert set(heads["type"]) <= {"Retriever", "Mixer", "Reset", "unclear"}
+    assert {"c_last_early", "share_sink", "mass_last", "last_token", "cluster"} <= set(heads)
     assert {"sink_mass", "entropy", "norm_cv", "sink_lambda", "beta", "rho0"} <= set(heads)
     run = Analysis.load(tmp_path / "run").run
     assert run["config"]["windows"] == 3
@@ -72,6 +77,14 @@ def test_tables_match_a_direct_computation(tiny_dir: Path) -> None:
     np.testing.assert_allclose(
         sink, cap.pattern[:, :, :, 0, 0].double().mean(0).flatten(), atol=1e-7
     )
+    # taxonomy curves and types: window means of head_curves on the captured final rows
+    curves = head_curves(cap.pattern[:, :, :, 0].double(), cap.values, [1, 3], query=19)
+    got = res.metrics.sort_values(["layer", "head", "n"])["c_last"].to_numpy()
+    np.testing.assert_allclose(got, curves.c_last.mean(0).flatten().numpy(), atol=1e-6)
+    mass = torch.stack([curves.mass_sink, curves.mass_last, curves.mass_rest], -1).mean(0)
+    types = classify_heads(curves.c_last.mean(0), curves.c_sink.mean(0), mass)
+    assert res.heads.sort_values(["layer", "head"])["type"].tolist() == types.labels
+    assert res.run["taxonomy"]["counts"] == dict(Counter(types.labels))
 
 
 def test_resume_after_interruption_gives_the_same_tables(

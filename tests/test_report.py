@@ -334,3 +334,35 @@ def test_browser_draws_the_page(tmp_path: Path) -> None:
     # The view drew: one canvas per head of the layer shown, inside the circuitsvis mount.
     view_dom = mount.split('id="provenance"', 1)[0]
     assert view_dom.count("<canvas") >= make_analysis().view.pattern.shape[0]  # type: ignore[union-attr]
+
+
+def test_taxonomy_section(tmp_path: Path) -> None:
+    a = make_analysis(layers=3, heads=4)
+    rng = np.random.default_rng(1)
+    m = a.metrics.copy()
+    m["c_last"] = rng.uniform(-1, 1, len(m))
+    m["c_sink"] = rng.uniform(-1, 1, len(m))
+    h = a.heads.copy()
+    h["type"] = ["Retriever", "Mixer", "Reset", "unclear"] * 3
+    h.loc[1, "type"] = "Reset"  # layer 0, head 1
+    run = a.run | {
+        "taxonomy": {
+            "config": {"retriever_min": 0.5, "shift_min": 0.2, "sink_min": 0.5, "weak_max": 0.3},
+            "kmeans": {"accuracy": 0.875, "labelled_heads": 9, "adjusted_rand": 0.61},
+        }
+    }
+    view = a.view
+    assert view is not None and view.layer == 2
+    page = write_report(Analysis(m, h, a.envelope, a.profiles, view, run), tmp_path / "r.html")
+    text = page.read_text()
+    section = text.split('<section id="taxonomy">')[1].split("</section>")[0]
+    assert section.count(MPL_SVG) == 3  # map, depth bars, curves per type
+    assert "0.875" in section and "0.610" in section and "9" in section
+    assert "Reset (4 heads)" in section and "unclear (3 heads)" in section
+    # depth table: layers 0-0 hold one Retriever, two Resets, one unclear
+    assert "<td>layers 0-0</td><td>1</td><td>0</td><td>2</td><td>1</td>" in section
+    # the attention view of layer 2 lists its heads grouped by type, with their names
+    view_part = text.split('<section id="attention">')[1]
+    order = [view_part.find(f"L2H{i} {t}") for i, t in enumerate(h["type"][8:])]
+    assert all(o > 0 for o in order) and order == sorted(order)  # R, M, Reset, unclear
+    assert_offline(text)

@@ -21,6 +21,14 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        msg = f"expected comma-separated numbers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tl-geom", description="Geometry of attention heads, from the command line."
@@ -53,6 +61,25 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="model dtype"
     )
+    p = sub.add_parser(
+        "sparsify",
+        help="remove heads by type/metric rules; held-out loss: sparsify.csv, report.html",
+    )
+    p.add_argument("--model", default="smollm2-135m", help="shipped name, local dir or hub id")
+    p.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
+    p.add_argument("--windows", type=int, default=4, help="scoring windows (default 4)")
+    p.add_argument("--ctx", type=int, default=256, help="tokens per window L (default 256)")
+    p.add_argument("--heldout", type=int, default=4, help="held-out windows (default 4)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of the random rule (default 3)")
+    p.add_argument(
+        "--fractions",
+        type=_float_list,
+        default=[0.0, 0.05, 0.1, 0.2, 0.3, 0.5],
+        help="fractions of heads removed (default 0,0.05,0.1,0.2,0.3,0.5)",
+    )
+    p.add_argument("--ablation", default="zero,mean", help="zero and/or mean (default zero,mean)")
+    p.add_argument("--out", default="tl_geom_sparsify", help="output directory")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
     s = sub.add_parser(
         "summary",
         help="per-layer sink mass, entropy and top-N separability of the final query",
@@ -141,6 +168,40 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sparsify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tl_geom.sparsify import sparsify
+
+    out = Path(args.out)
+    res = sparsify(
+        args.model,
+        args.corpus,
+        windows=args.windows,
+        ctx=args.ctx,
+        heldout=args.heldout,
+        seeds=args.seeds,
+        fractions=args.fractions,
+        ablations=[a.strip() for a in args.ablation.split(",") if a.strip()],
+        out=out,
+    )
+    written = ["sparsify.csv", "sparsify_heads.csv", "sparsify.json"]
+    summary = res.summary()
+    if not args.no_report:
+        from tl_geom.report import write_sparsify_report
+
+        write_sparsify_report(res.table, summary, res.run, out / "report.html")
+        written.append("report.html")
+    best = summary.groupby("ablation").first()
+    wins = "; ".join(f"{a}: {r['rule']} ({r['delta_loss']:+.3f})" for a, r in best.iterrows())
+    print(
+        f"{args.model}: {res.run['heads_total']} heads, base loss {res.run['base_loss']:.4f}. "
+        f"Least harmful rule (mean loss change): {wins}.\n"
+        f"Wrote {', '.join(written)} to {out.resolve()}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -149,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "summary":
             return _summary(args)
+        if args.command == "sparsify":
+            return _sparsify(args)
     except TlGeomError as exc:
         print(f"tl-geom: error: {exc}", file=sys.stderr)
         return 2

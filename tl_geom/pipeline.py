@@ -34,7 +34,16 @@ from tl_geom.hooks import model_dims, normalize_layers
 from tl_geom.profile import attention_profile
 from tl_geom.results import Analysis, AttentionView, atomic_write_bytes, atomic_write_text
 from tl_geom.simulation import simulate_separability
-from tl_geom.window import HEAD_KEYS, RANDOM_KEYS, TOP_KEYS, WindowSpec, run_window
+from tl_geom.taxonomy import TaxonomyConfig, classify_heads, cluster_agreement
+from tl_geom.window import (
+    CURVE_KEYS,
+    HEAD_KEYS,
+    MASS_KEYS,
+    RANDOM_KEYS,
+    TOP_KEYS,
+    WindowSpec,
+    run_window,
+)
 
 __all__ = ["AnalyzeConfig", "aggregate", "analyze", "default_n", "open_model"]
 
@@ -190,6 +199,7 @@ def analyze(
     backend: str = "hooks",
     device: str | None = None,
     dtype: str = "float32",
+    taxonomy: TaxonomyConfig | None = None,
 ) -> Analysis:
     """Per-head top-N separability, random baseline and diagnostics over corpus windows.
 
@@ -219,6 +229,8 @@ def analyze(
             or ``"auto"`` (sdpa where the architecture allows it): :func:`open_model`.
         device: where to run a model loaded by name (default cpu).
         dtype: dtype of a model loaded by name (``float32``, ``bfloat16``, ``float16``).
+        taxonomy: thresholds of the head-type rules (default :class:`TaxonomyConfig`);
+            applied when the tables are aggregated, so not part of the resume check.
 
     Returns:
         An :class:`~tl_geom.results.Analysis` (``metrics``, ``heads``, ``envelope``
@@ -274,6 +286,7 @@ def analyze(
         d_head=dims.d_head,
         samples=cfg.envelope_samples,
         view_tokens=_token_strings(model.tokenizer, tokens[0]),
+        taxonomy=taxonomy,
     )
     run = {
         "config": fingerprint,
@@ -291,6 +304,7 @@ def analyze(
             "aggregate": time.perf_counter() - t_windows,
             "total": time.perf_counter() - t_start,
         },
+        **analysis.run,
     }
     analysis = Analysis(
         metrics=analysis.metrics,
@@ -366,8 +380,14 @@ def aggregate(
     d_head: int,
     samples: int = 64,
     view_tokens: list[str] | None = None,
+    taxonomy: TaxonomyConfig | None = None,
 ) -> Analysis:
-    """Means and spreads over windows, profile fits and the envelope (no model needed)."""
+    """Means and spreads over windows, profile fits, head types and the envelope (no model).
+
+    Head types: the window means of ``c_last``, ``c_sink`` and the mass split go through
+    :func:`tl_geom.taxonomy.classify_heads`; the k-means check and its agreement with the
+    rules land in ``run["taxonomy"]``.
+    """
     stack = {k: torch.stack([r[k] for r in per_window]) for k in per_window[0] if k != "view"}
     n_layers, n_heads = stack["precision"].shape[1:3]
     layer_ids = np.repeat(np.array(spec.layers), n_heads * len(spec.n))
@@ -382,6 +402,10 @@ def aggregate(
     for key in TOP_KEYS[:3]:
         metrics[f"{key}_std"] = _nanstd(stack[key].double()).flatten().numpy()
     metrics["windows"] = len(per_window)
+    has_curves = all(k in stack for k in (*CURVE_KEYS, *MASS_KEYS))
+    if has_curves:  # window files written before the taxonomy have no curves
+        for key in CURVE_KEYS:
+            metrics[key] = stack[key].double().nanmean(0).flatten().numpy()
 
     profiles = stack["profile"].double().mean(0)  # [layer, head, L]
     fit = attention_profile(profiles)
@@ -391,9 +415,13 @@ def aggregate(
         "type": "unclassified",
     }
     for key in HEAD_KEYS:
-        heads[key] = stack[key].double().nanmean(0).flatten().numpy()
+        if key in stack:
+            heads[key] = stack[key].double().nanmean(0).flatten().numpy()
     heads["profile_r2"] = fit.r2.flatten().numpy()
     heads["profile_holds"] = fit.holds.flatten().numpy()
+    run: dict[str, Any] = {}
+    if has_curves:
+        heads, run["taxonomy"] = _head_types(stack, heads, taxonomy or TaxonomyConfig())
 
     envelope = _envelope(stack, profiles, spec, d_head=d_head, samples=samples)
     view = None
@@ -410,7 +438,39 @@ def aggregate(
         envelope=envelope,
         profiles=profiles.float().numpy(),
         view=view,
+        run=run,
     )
+
+
+def _head_types(
+    stack: dict[str, torch.Tensor], heads: dict[str, Any], cfg: TaxonomyConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rule labels and features into the heads table; the k-means check as a summary."""
+    c_last, c_sink = (stack[k].double().nanmean(0) for k in CURVE_KEYS)  # [layer, head, N]
+    mass = torch.stack([stack[k].double().nanmean(0) for k in MASS_KEYS], -1)
+    types = classify_heads(c_last, c_sink, mass, cfg)
+    agree = cluster_agreement(c_last, c_sink, mass, types.code, cfg)
+    frame = types.to_frame()
+    heads = {**heads, "type": frame["type"].to_numpy()}
+    for key in MASS_KEYS:
+        heads[key] = stack[key].double().nanmean(0).flatten().numpy()
+    for col in frame.columns[1:]:
+        heads[col] = frame[col].to_numpy()
+    heads["cluster"] = agree.clusters
+    counts = {t: int((frame["type"] == t).sum()) for t in dict.fromkeys(frame["type"])}
+    summary = {
+        "config": asdict(cfg),
+        "counts": counts,
+        "kmeans": {
+            "k": 3,
+            "labelled_heads": agree.labelled,
+            "accuracy": agree.accuracy,
+            "adjusted_rand": agree.ari,
+            "inertia": agree.inertia,
+        },
+        "query": "final",
+    }
+    return heads, summary
 
 
 def _nanstd(x: torch.Tensor) -> torch.Tensor:

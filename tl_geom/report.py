@@ -19,12 +19,13 @@ import pandas as pd
 from tl_geom.errors import TlGeomError
 from tl_geom.results import Analysis, AttentionView, atomic_write_text
 
-__all__ = ["SECTIONS", "write_report"]
+__all__ = ["SECTIONS", "write_report", "write_sparsify_report"]
 
 SECTIONS = (
     ("summary", "Summary"),
     ("curves", "Separability vs N"),
     ("heatmaps", "Heads at a glance"),
+    ("taxonomy", "Head types"),
     ("profile", "Attention profile of the final query"),
     ("diagnostics", "Assumption checks"),
     ("attention", "Attention view"),
@@ -243,6 +244,62 @@ def _heatmaps(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) -
     return "".join(out)
 
 
+def _taxonomy(a: Analysis, layers: list[int], heads: list[int]) -> str:
+    from tl_geom.viz import column, type_curves_svg, type_depth_svg, type_map_svg
+
+    h = a.heads
+    kinds = h["type"].astype(str).to_numpy() if "type" in h.columns else np.array([])
+    tax = a.run.get("taxonomy") if isinstance(a.run.get("taxonomy"), dict) else None
+    if not {"c_last", "c_sink"} <= set(a.metrics.columns) or tax is None or not layers:
+        return "<p>No head types in this run (no taxonomy curves in the tables).</p>"
+    cfg = tax.get("config", {})
+    km = tax.get("kmeans", {})
+    rules = (
+        f"Final query, curves averaged over windows; early / late = first / last third of "
+        f"the N grid. Retriever: c_last &ge; {_esc(_fmt(cfg.get('retriever_min')))} at every N. "
+        f"Mixer: c_sink falls and c_last rises by &ge; {_esc(_fmt(cfg.get('shift_min')))} "
+        "and the curves cross. Reset: early c_sink &ge; "
+        f"{_esc(_fmt(cfg.get('sink_min')))}, c_last &lt; {_esc(_fmt(cfg.get('weak_max')))} "
+        "outside the late third, sink share of the mass split &ge; the last token's. "
+        "No rule or several: unclear. Thresholds are ours (tl_geom.taxonomy.TaxonomyConfig)."
+    )
+    check = (
+        f"Unsupervised check: k-means (k = 3) on both curves and the mass shares agrees with "
+        f"the rules on {_esc(_fmt(km.get('accuracy')))} of the "
+        f"{_esc(_fmt(km.get('labelled_heads')))} labelled heads (best cluster-to-type map); "
+        f"adjusted Rand index {_esc(_fmt(km.get('adjusted_rand')))}."
+    )
+    grid = np.full((len(layers), len(heads)), "", dtype=object)
+    li = {v: i for i, v in enumerate(layers)}
+    hi = {v: i for i, v in enumerate(heads)}
+    for lay, head, kind in zip(column(h, "layer"), column(h, "head"), kinds, strict=True):
+        if np.isfinite(lay) and np.isfinite(head) and int(lay) in li and int(head) in hi:
+            grid[li[int(lay)], hi[int(head)]] = kind
+    curves, drawn = type_curves_svg(a.metrics, h)
+    layer = column(h, "layer")
+    thirds = np.array_split(np.array(layers), 3)
+    names = ("Retriever", "Mixer", "Reset", "unclear")
+    depth_rows: list[tuple[object, ...]] = []
+    for part in thirds:
+        if len(part):
+            sel = np.isin(layer, part)
+            depth_rows.append(
+                (f"layers {part[0]}-{part[-1]}", *[int(np.sum(sel & (kinds == t))) for t in names])
+            )
+    examples = "; ".join(
+        f"{t}: " + ", ".join(f"L{lay}H{hd}" for lay, hd in pairs) for t, pairs in drawn.items()
+    )
+    return (
+        f"<p>{rules}</p><p>{check}</p>"
+        f'<div class="plot">{type_map_svg(grid, layers, heads)}</div>'
+        f'<div class="plot">{type_depth_svg(layer, list(kinds))}</div>'
+        + _table(("depth", *names), depth_rows)
+        + f'<div class="plot">{curves}</div>'
+        f'<p class="note">Solid: c_last = cos(s_N, v_q); dashed: c_sink = cos(s_N, v_0). '
+        f"Thick: the type's mean; thin black: example heads ({_esc(examples)}).</p>"
+    )
+
+
 def _profile(a: Analysis, layers: list[int]) -> str:
     from tl_geom.viz import PHASES, profile_svg
 
@@ -331,23 +388,47 @@ def _diagnostics(a: Analysis) -> str:
     return "".join(parts)
 
 
-def _attention(view: AttentionView | None) -> str:
+def _view_types(view: AttentionView, heads: pd.DataFrame, n_heads: int) -> list[str]:
+    """The type of each head of the view's layer ("" where unknown)."""
+    from tl_geom.viz import column
+
+    out = [""] * n_heads
+    if "type" not in heads.columns:
+        return out
+    lay, hd = column(heads, "layer"), column(heads, "head")
+    for i, kind in enumerate(heads["type"].astype(str)):
+        if lay[i] == view.layer and np.isfinite(hd[i]) and 0 <= int(hd[i]) < n_heads:
+            out[int(hd[i])] = "" if kind == "unclassified" else kind
+    return out
+
+
+def _attention(view: AttentionView | None, heads: pd.DataFrame) -> str:
     if view is None:
         return "<p>No attention view in this run (view.json was not written).</p>"
-    from tl_geom.viz import attention_view_html
+    from tl_geom.viz import TYPE_COLOURS, attention_view_html
 
     pattern = np.nan_to_num(np.asarray(view.pattern, dtype=np.float64), nan=0.0)
     t = len(view.tokens)
     if pattern.ndim != 3 or pattern.shape[1:] != (t, t) or t == 0:
         return f"<p>view.json does not match: pattern {_esc(pattern.shape)} for {t} tokens.</p>"
-    names = [f"L{view.layer}H{h}" for h in range(pattern.shape[0])]
+    kinds = _view_types(view, heads, pattern.shape[0])
+    rank = {k: i for i, k in enumerate(TYPE_COLOURS)}
+    order = sorted(range(pattern.shape[0]), key=lambda h: (rank.get(kinds[h], len(rank)), h))
+    names = [f"L{view.layer}H{h} {kinds[h]}".strip() for h in order]
     try:
-        embed = attention_view_html(pattern, [str(x) for x in view.tokens], names)
+        embed = attention_view_html(pattern[order], [str(x) for x in view.tokens], names)
     except ImportError:
         return "<p>circuitsvis is not installed: <code>pip install 'tl-geom[viz]'</code>.</p>"
+    chips = "".join(
+        f'<span style="background:{TYPE_COLOURS.get(kinds[h], "#fff")};padding:1px 6px;'
+        f'margin-right:4px;border-radius:3px;border:1px solid #ccc">{_esc(name)}</span>'
+        for h, name in zip(order, names, strict=True)
+    )
+    grouped = " grouped by head type (colours as in Head types)" if any(kinds) else ""
     return (
         f"<p>Layer {_esc(view.layer)}, the first {t} tokens of one window; rows renormalised "
-        "over the tokens shown. Hover over or click a head to enlarge it.</p>" + embed
+        f"over the tokens shown. Heads{grouped}; click a head to enlarge it.</p>"
+        f"<p>{chips}</p>" + embed
     )
 
 
@@ -387,9 +468,10 @@ def write_report(analysis: Analysis, path: Path) -> Path:
             "summary": _summary(a, ns, layers, heads),
             "curves": _curves(a),
             "heatmaps": _heatmaps(a, ns, layers, heads),
+            "taxonomy": _taxonomy(a, layers, heads),
             "profile": _profile(a, layers),
             "diagnostics": _diagnostics(a),
-            "attention": _attention(a.view),
+            "attention": _attention(a.view, a.heads),
             "provenance": f"<pre>{_esc(json.dumps(a.run, indent=2, default=str))}</pre>",
         }
     model = _lookup(a.run, "model", "model_name")
@@ -403,6 +485,56 @@ def write_report(analysis: Analysis, path: Path) -> Path:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n"
         f"<body><h1>{_esc(title)}</h1><nav>{nav}</nav>\n{sections}\n</body></html>\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, page)
+    return path
+
+
+def write_sparsify_report(
+    table: pd.DataFrame, summary: pd.DataFrame, run: dict[str, Any], path: Path
+) -> Path:
+    """A self-contained page for ``tl-geom sparsify``: loss curves, ranking, raw table.
+
+    Args:
+        table: ``sparsify.csv`` (rule, fraction, seed, loss, delta_loss, ablation, heads).
+        summary: mean delta_loss per ablation and rule (``Sparsification.summary()``).
+        run: provenance (``sparsify.json``).
+        path: the file (``report.html`` inside it if it is a directory).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise TlGeomError("the HTML report needs matplotlib: pip install 'tl-geom[viz]'") from None
+    from tl_geom.viz import plot_style, sparsify_svg
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.html"
+    with plot_style(), np.errstate(all="ignore"):
+        svg = sparsify_svg(table)
+    ranking = [(r["ablation"], r["rule"], r["delta_loss"]) for _, r in summary.iterrows()]
+    raw = [
+        tuple(r[c] for c in ("ablation", "rule", "seed", "fraction", "heads", "loss", "delta_loss"))
+        for _, r in table.iterrows()
+    ]
+    title = f"tl_geom sparsification: {run.get('model', '')}"
+    body = (
+        f"<h1>{_esc(title)}</h1>"
+        f"<p>{_esc(run.get('heads_total'))} heads scored on {_esc(run.get('windows'))} windows "
+        f"of {_esc(run.get('ctx'))} tokens; loss on {_esc(run.get('heldout'))} held-out "
+        f"windows (base loss {_esc(_fmt(run.get('base_loss'), '.4f'))} nats). Head types: "
+        f"{_esc(run.get('type_counts'))}.</p>"
+        f'<div class="plot">{svg}</div>'
+        "<h2>Ranking (mean loss change over the fractions &gt; 0; lower is better)</h2>"
+        + _table(("ablation", "rule", "mean delta_loss"), ranking)
+        + "<details><summary>sparsify.csv</summary>"
+        + _table(("ablation", "rule", "seed", "fraction", "heads", "loss", "delta_loss"), raw)
+        + f"</details><h2>Provenance</h2><pre>{_esc(json.dumps(run, indent=2, default=str))}</pre>"
+    )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body>{body}</body></html>\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, page)

@@ -5,16 +5,22 @@ in ``--out`` are its parts:
 
 - ``metrics.csv``: one row per layer x head x N, means over windows with the spread:
   ``layer, head, n, precision, recall, f1, precision_random, recall_random, f1_random,
-  margin, r_max, r_min, precision_std, recall_std, f1_std, windows``.
+  margin, r_max, r_min, precision_std, recall_std, f1_std, windows, c_last, c_sink``
+  (the taxonomy curves ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of the final query).
 - ``heads.csv``: one row per head: ``layer, head, type, sink_mass, entropy, norm_cv,
   norm_cv_holds, sink_lambda, sink_compressed, beta, beta_r2, decay_holds, rho0,
-  profile_r2, profile_holds`` (``type`` is ``unclassified`` until the taxonomy lands).
+  last_token, profile_r2, profile_holds``, then the taxonomy features ``mass_sink,
+  mass_last, mass_rest, retriever, mixer, reset`` (which rules matched),
+  ``c_last_early, c_last_late, c_sink_early, c_sink_late, c_last_min, c_last_weak_max,
+  share_sink, share_last, share_rest`` and the k-means ``cluster``. ``type`` is
+  ``Retriever``, ``Mixer``, ``Reset`` or ``unclear`` (:mod:`tl_geom.taxonomy`).
 - ``envelope.csv``: the expected P/R/F under the fitted assumption model, per N:
   ``n, precision, recall, f1, precision_std, recall_std, f1_std``.
 - ``profiles.npy``: ``[layer, head, key]`` mean final-query attention over windows.
 - ``view.json``: one window's tokens and one layer's ``[head, T, T]`` pattern for the
   attention view (the first T tokens).
-- ``run.json``: provenance (model, corpus hash, arguments, versions, timings).
+- ``run.json``: provenance (model, corpus hash, arguments, versions, timings) and
+  ``taxonomy``: the rule thresholds, type counts and the k-means agreement.
 """
 
 import json

@@ -24,6 +24,7 @@ from tl_geom.diagnostics import (
 from tl_geom.fused import FusedModel
 from tl_geom.geometry import separability
 from tl_geom.hooks import expand_kv, stream_layers
+from tl_geom.taxonomy import head_curves
 
 __all__ = ["WindowSpec", "run_window"]
 
@@ -40,7 +41,10 @@ HEAD_KEYS = (
     "beta_r2",
     "decay_holds",
     "rho0",
+    "last_token",
 )
+CURVE_KEYS = ("c_last", "c_sink")
+MASS_KEYS = ("mass_sink", "mass_last", "mass_rest")
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,21 @@ def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> 
     """Metrics of one layer of one window: ``pattern [1, H, L, L]``, ``v_kv [1, L, KV, d]``.
 
     Returns ``[H, N]`` top-N and random-baseline metrics, ``[H]`` head diagnostics and
-    the ``[H, L]`` final-query row (the attention profile).
+    the ``[H, L]`` final-query row (the attention profile). The taxonomy signals
+    (``c_last``, ``c_sink`` ``[H, N]`` and the mass split, :func:`tl_geom.taxonomy.head_curves`)
+    always refer to the final query, also with ``queries="all"`` [ours]: the spec defines
+    them for the query's own position q, and averaging cosines over rows of different
+    lengths would mix N regimes.
     """
     n_heads = pattern.shape[1]
     groups = n_heads // v_kv.shape[2]
     values = einops.rearrange(expand_kv(v_kv, n_heads), "b k h d -> b h k d")[0]
     alpha = pattern[0, :, -1].double()  # [H, L], the final query
     out: dict[str, Tensor] = {}
+    s_n = None
     if spec.queries == "last":
         top = separability(alpha, values, spec.n)
+        s_n = top.s
         for key in TOP_KEYS:
             out[key] = getattr(top, key)
         rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed)
@@ -111,6 +121,10 @@ def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> 
         out[key] = val.double().repeat_interleave(groups)
     out["sink_mass"] = sink_mass(alpha)
     out["entropy"] = attention_entropy(alpha)
+    out["last_token"] = alpha[:, -1]  # alpha_q: the final query's weight on itself
+    curves = head_curves(alpha, values, list(spec.n), query=alpha.shape[-1] - 1, s=s_n)
+    for key in (*CURVE_KEYS, *MASS_KEYS):
+        out[key] = getattr(curves, key)
     out["profile"] = alpha  # float64: the 4-segment fit amplifies float32 rounding
     return {k: v.detach().cpu() for k, v in out.items()}
 
