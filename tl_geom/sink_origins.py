@@ -135,7 +135,7 @@ def gain_alignment(model: Any, tokens: Tensor | str, layers: Layers = None) -> G
         return einops.rearrange(acts["z"].double(), "b p h d -> (b p) h d").std(0, unbiased=False)
 
     ids, std = per_layer(model, tokens, ["z"], layers, reduce, dim=0)  # [layer, head, d]
-    w_o = torch.stack([model.W_O[layer].detach() for layer in ids]).double()
+    w_o = model.W_O.detach()[list(ids)].double()  # [layer, head, d_head, d_model]
     gain = w_o.norm(dim=-1)
     return GainAlignment(sm.kendall_tau(gain, std), gain, std, ids)
 
@@ -199,9 +199,12 @@ def super_neurons(
     if not 0 <= position < n_ctx:
         raise TlGeomError(f"position={position} out of range 0..{n_ctx - 1}")
     ids, both = per_layer(model, tokens, ["mlp_post", "resid_post"], layers, reduce)
-    w_out = torch.stack([model.W_out[layer].detach() for layer in ids]).double()
-    b_out = torch.stack([model.b_out[layer].detach() for layer in ids]).double()
+    w_out = model.W_out.detach()[list(ids)].double()  # [layer, d_mlp, d_model]
     d_mlp, d_model = w_out.shape[1:]
+    try:
+        b_out = model.b_out.detach()[list(ids)].double()
+    except AttributeError:  # bias-free MLPs (Llama): the bridge exposes no b_out
+        b_out = torch.zeros(len(ids), d_model, dtype=torch.float64)
     act, h = both[..., :d_mlp], both[..., d_mlp:]
     if dim is None:
         dim = int(h.abs().mean(0).amax(0).argmax())
