@@ -68,7 +68,15 @@ def test_measures_and_interventions_run_on_tiny_lm() -> None:
         assert torch.equal(model(tokens), base)
 
 
-def test_training_lowers_the_loss_and_is_seeded() -> None:
+@pytest.fixture
+def one_thread() -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add overhead on a shared CPU
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_training_lowers_the_loss_and_is_seeded(one_thread: Any) -> None:
     ids = encode_bytes("the quick brown fox jumps over the lazy dog. " * 40)
     cfg = TinyLMConfig(**SMALL, head_norm=True)
     m1, l1 = train_tiny_lm(cfg, ids, steps=25, batch=8, lr=1e-2, seed=3)
@@ -79,7 +87,9 @@ def test_training_lowers_the_loss_and_is_seeded() -> None:
 
 
 def test_study_a_few_steps_and_cli(tmp_path: Any, capsys: Any) -> None:
+    threads = torch.get_num_threads()
     res = headnorm_study(steps=3, batch=4, val_windows=4, **SMALL)
+    assert torch.get_num_threads() == threads  # restored
     s = res.to_frame()
     assert list(s["arm"]) == ["baseline", "headnorm"]
     assert set(s.columns) == {"arm", "val_loss", "effective_rank", "dom_ratio", "sink_rate"}
@@ -117,6 +127,8 @@ def test_study_a_few_steps_and_cli(tmp_path: Any, capsys: Any) -> None:
 def test_bad_settings_are_clear_errors() -> None:
     with pytest.raises(TlGeomError, match="steps"):
         StudyConfig(steps=0)
+    with pytest.raises(TlGeomError, match="threads"):
+        StudyConfig(threads=0)
     with pytest.raises(TlGeomError, match="unknown"):
         headnorm_study(stepz=3)
     with pytest.raises(TlGeomError, match="n_heads"):

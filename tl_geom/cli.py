@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--d-head", type=int, default=16, help="head dimension (default 16)")
     h.add_argument("--n-ctx", type=int, default=64, help="tokens per window (default 64)")
     h.add_argument("--val-windows", type=int, default=32, help="held-out windows (default 32)")
+    h.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 = torch's)")
     h.add_argument("--out", default=None, help="directory for headnorm_*.csv (optional)")
     return parser
 
@@ -90,6 +91,7 @@ def _headnorm(args: argparse.Namespace) -> int:
         d_head=args.d_head,
         n_ctx=args.n_ctx,
         val_windows=args.val_windows,
+        threads=args.threads or None,
     )
     res = headnorm_study(cfg)
     with pd.option_context("display.width", 200):
