@@ -73,7 +73,7 @@ def sink_shift(
     rows: list[dict[str, Any]] = []
     for ctl in arms:
         for lam in lam_list:
-            iv = amplify_variance(model, position, lam, layers, control=ctl)
+            iv = amplify_variance(model, position, float(lam), layers, control=ctl)
             with iv:
                 prof = sink_profile(model, tokens)
             k_after, z_after = _per_layer(prof, position)
