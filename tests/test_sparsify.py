@@ -13,11 +13,11 @@ from jaxtyping import TypeCheckError
 from tl_geom import TlGeomError
 from tl_geom.cli import main
 from tl_geom.hooks import count_hooks
+from tl_geom.interventions import ablate_heads
 from tl_geom.models import tiny_model
 from tl_geom.sparsify import (
     RULES,
     TYPE_ORDER,
-    ablate_heads,
     next_token_loss,
     removal_order,
     score_heads,
@@ -43,7 +43,8 @@ def test_ablation_restores_the_model_exactly(model: Any) -> None:
     before, hooks = model(tokens), count_hooks(model)
     means = torch.randn(2, 4, 8)
     for mode in ("zero", "mean"):
-        with ablate_heads(model, [(0, 1), (1, 3)], mode=mode, means=means):  # type: ignore[arg-type]
+        kw = {"means": means} if mode == "mean" else {}
+        with ablate_heads(model, [(0, 1), (1, 3)], mode=mode, **kw):  # type: ignore[arg-type]
             changed = model(tokens)
             assert count_hooks(model) == hooks + 2
         assert not torch.equal(changed, before)
@@ -85,10 +86,12 @@ def test_zero_and_mean_ablation_match_a_weight_edit(model: Any) -> None:
 
 
 def test_ablation_bad_input(model: Any) -> None:
-    with pytest.raises(TlGeomError, match=r"head \(2, 0\) out of range"):
+    with pytest.raises(TlGeomError, match="layer 2 out of range"):
         ablate_heads(model, [(2, 0)])
-    with pytest.raises(TlGeomError, match="needs means of shape"):
-        ablate_heads(model, [(0, 0)], mode="mean")
+    with pytest.raises(TlGeomError, match="means must have shape"):
+        ablate_heads(model, [(0, 0)], mode="mean", means=torch.zeros(1, 2, 3))
+    with pytest.raises(TlGeomError, match="means must have shape"):
+        ablate_heads(model, [(0, 0)], mode="zero", means=torch.zeros(2, 4, 8))
     with pytest.raises((TlGeomError, TypeCheckError)):  # beartype answers first in tests
         ablate_heads(model, [(0, 0)], mode="half")  # type: ignore[arg-type]
 

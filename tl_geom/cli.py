@@ -91,7 +91,59 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--windows", type=int, default=2, help="number of windows (default 2)")
     s.add_argument("--ctx", type=int, default=256, help="tokens per window (default 256)")
     s.add_argument("--n", type=_int_list, default=[1, 4, 16], help="N values, e.g. 1,4,16")
+    h = sub.add_parser(
+        "headnorm",
+        help="train a baseline and a HeadNorm tiny model on a corpus; compare sinks, rank, loss",
+    )
+    h.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
+    h.add_argument("--steps", type=int, default=300, help="training steps per arm (default 300)")
+    h.add_argument("--batch", type=int, default=32, help="windows per step (default 32)")
+    h.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (default 3e-3)")
+    h.add_argument("--seed", type=int, default=0, help="seed of init and batches (default 0)")
+    h.add_argument("--layers", type=int, default=4, help="layers (default 4)")
+    h.add_argument("--heads", type=int, default=4, help="heads per layer (default 4)")
+    h.add_argument("--d-head", type=int, default=16, help="head dimension (default 16)")
+    h.add_argument("--n-ctx", type=int, default=64, help="tokens per window (default 64)")
+    h.add_argument("--val-windows", type=int, default=32, help="held-out windows (default 32)")
+    h.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 = torch's)")
+    h.add_argument("--out", default=None, help="directory for headnorm_*.csv (optional)")
     return parser
+
+
+def _headnorm(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tl_geom.headnorm import StudyConfig, headnorm_study
+
+    t0 = time.perf_counter()
+    cfg = StudyConfig(
+        corpus=args.corpus,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        d_head=args.d_head,
+        n_ctx=args.n_ctx,
+        val_windows=args.val_windows,
+        threads=args.threads or None,
+    )
+    res = headnorm_study(cfg)
+    with pd.option_context("display.width", 200):
+        print(res.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        print()
+        print(res.by_layer.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"\n{args.steps} steps per arm, seed {args.seed}, {time.perf_counter() - t0:.1f}s")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        res.summary.to_csv(out / "headnorm_summary.csv", index=False)
+        res.by_layer.to_csv(out / "headnorm_layers.csv", index=False)
+        print(f"Wrote headnorm_summary.csv, headnorm_layers.csv to {out.resolve()}")
+    return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -212,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _summary(args)
         if args.command == "sparsify":
             return _sparsify(args)
+        if args.command == "headnorm":
+            return _headnorm(args)
     except TlGeomError as exc:
         print(f"tl-geom: error: {exc}", file=sys.stderr)
         return 2

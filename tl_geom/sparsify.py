@@ -18,16 +18,15 @@ the corpus (disjoint tokens). Rules, highest score removed first **[ours]**:
 
 Ablation **[ours]**: ``zero`` sets the head's ``hook_z`` (its output before ``W_O``) to
 0; ``mean`` sets it to the head's mean ``hook_z`` over every position of the scoring
-windows. :class:`HeadAblation` restores the model exactly on exit (its hooks go through
-``model.hooks``). Another module (``interventions.py``) may later host a shared
-head-ablation context manager; this one is kept small for that merge.
+windows, through :func:`tl_geom.interventions.ablate_heads`, which restores the model
+exactly on exit (its hooks go through ``model.hooks``).
 """
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,17 +35,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_geom.errors import TlGeomError
-from tl_geom.hooks import check_hook_points, hook_name, model_dims
+from tl_geom.hooks import hook_name, model_dims
+from tl_geom.interventions import ablate_heads
 from tl_geom.taxonomy import TaxonomyConfig, classify_heads
 from tl_geom.window import CURVE_KEYS, MASS_KEYS, WindowSpec, run_window
 
 __all__ = [
     "FRACTIONS",
     "RULES",
-    "HeadAblation",
     "HeadScores",
     "Sparsification",
-    "ablate_heads",
     "next_token_loss",
     "removal_order",
     "score_heads",
@@ -57,89 +55,6 @@ RULES = ("type", "type+sink_mass", "entropy", "sink_mass", "last_token", "random
 FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 TYPE_ORDER = ("Reset", "Retriever", "unclear", "Mixer")
 """Removal order of the head types in the type-guided rules [ours]."""
-
-
-@dataclass(frozen=True)
-class HeadAblation:
-    """Ablate heads at ``hook_z`` while entered; repr names the heads and the mode.
-
-    Attributes:
-        model: the TransformerLens model.
-        heads: ``(layer, head)`` pairs to ablate.
-        mode: ``"zero"`` or ``"mean"``.
-        means: ``[n_layers, n_heads, d_head]`` replacement for ``mode="mean"``.
-    """
-
-    model: Any = field(repr=False)
-    heads: tuple[tuple[int, int], ...]
-    mode: Literal["zero", "mean"] = "zero"
-    means: Tensor | None = field(default=None, repr=False)
-    _active: list[Any] = field(default_factory=list[Any], repr=False, compare=False)
-
-    @property
-    def fwd_hooks(self) -> list[tuple[str, Any]]:
-        """``(hook name, fn)`` per ablated layer, for ``model.hooks`` or ``run_with_hooks``."""
-        by_layer: dict[int, list[int]] = {}
-        for layer, head in self.heads:
-            by_layer.setdefault(layer, []).append(head)
-        means = self.means
-
-        def make(layer: int, idx: list[int]) -> Any:
-            def hook(z: Tensor, hook: Any) -> Tensor:
-                z = z.clone()  # an in-place edit would also rewrite earlier captures
-                if self.mode == "zero" or means is None:
-                    z[:, :, idx] = 0
-                else:
-                    z[:, :, idx] = means[layer, idx].to(device=z.device, dtype=z.dtype)
-                return z
-
-            return hook
-
-        return [(hook_name(layer, "z"), make(layer, idx)) for layer, idx in by_layer.items()]
-
-    def __enter__(self) -> "HeadAblation":
-        cm = self.model.hooks(fwd_hooks=self.fwd_hooks)
-        cm.__enter__()
-        self._active.append(cm)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._active.pop().__exit__(*exc)
-
-
-def ablate_heads(
-    model: Any,
-    heads: Sequence[tuple[int, int]],
-    *,
-    mode: Literal["zero", "mean"] = "zero",
-    means: Tensor | None = None,
-) -> HeadAblation:
-    """A context manager that zero- or mean-ablates ``heads`` at ``hook_z``.
-
-    z_h <- 0 (zero) or z_h <- mean over scoring positions of z_h (mean), for each
-    listed ``(layer, head)``; the head's contribution through ``W_O`` changes accordingly.
-    Hooks are removed on exit, also when the body raises: logits are bit-for-bit the
-    same afterwards.
-
-    Raises:
-        TlGeomError: unknown mode, heads out of range, missing or misshaped means.
-    """
-    dims = model_dims(model)
-    if mode not in ("zero", "mean"):
-        raise TlGeomError(f"mode must be 'zero' or 'mean', got {mode!r}")
-    pairs = tuple((int(lay), int(h)) for lay, h in heads)
-    for lay, h in pairs:
-        if not (0 <= lay < dims.n_layers and 0 <= h < dims.n_heads):
-            raise TlGeomError(
-                f"head ({lay}, {h}) out of range: {dims.n_layers} layers x {dims.n_heads} heads"
-            )
-    if mode == "mean":
-        want = (dims.n_layers, dims.n_heads, dims.d_head)
-        if means is None or tuple(means.shape) != want:
-            got = None if means is None else tuple(means.shape)
-            raise TlGeomError(f"mode='mean' needs means of shape {want}, got {got}")
-    check_hook_points(model, [hook_name(lay, "z") for lay in {p[0] for p in pairs}])
-    return HeadAblation(model, pairs, mode, means)
 
 
 def next_token_loss(model: Any, tokens: Tensor, *, batch: int = 8) -> float:
@@ -373,7 +288,8 @@ def sparsify(
             if k == 0:
                 loss = base
             else:
-                with ablate_heads(model, order[:k], mode=abl, means=scores.z_mean):  # type: ignore[arg-type]
+                means = scores.z_mean if abl == "mean" else None
+                with ablate_heads(model, order[:k], mode=abl, means=means):  # type: ignore[arg-type]
                     loss = next_token_loss(model, held)
             rows.append(
                 {
