@@ -16,6 +16,7 @@ from tl_geom.cli import main
 from tl_geom.geometry import separability
 from tl_geom.pipeline import analyze
 from tl_geom.results import Analysis
+from tl_geom.sink_math import sink_importance
 from tl_geom.taxonomy import classify_heads, head_curves
 
 
@@ -85,6 +86,11 @@ def test_tables_match_a_direct_computation(tiny_dir: Path) -> None:
     types = classify_heads(curves.c_last.mean(0), curves.c_sink.mean(0), mass)
     assert res.heads.sort_values(["layer", "head"])["type"].tolist() == types.labels
     assert res.run["taxonomy"]["counts"] == dict(Counter(types.labels))
+    # imp0 at T = min(64, L) = 20: sink_importance of every window's full causal pattern
+    full = capture_attention(model, tokens, queries=None).pattern
+    imp0 = sink_importance(full.double())[..., 0].mean(0)  # [layer, head]
+    got = res.heads.sort_values(["layer", "head"])["imp0"].to_numpy()
+    np.testing.assert_allclose(got, imp0.flatten().numpy(), atol=1e-7)
 
 
 def test_resume_after_interruption_gives_the_same_tables(

@@ -182,6 +182,13 @@ def _summary(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) ->
         f"{who} put {_fmt(sink)} of its weight on position 0 on average over "
         f"{n_heads} heads{uniform}; mean entropy {_fmt(_nanmean(column(a.heads, 'entropy')))} nats."
     )
+    imp0 = column(a.heads, "imp0")
+    if np.isfinite(imp0).any():
+        known = imp0[np.isfinite(imp0)]
+        text.append(
+            f"Sink rate (sinks.md): imp(0) > 0.3 over the first 64 queries in "
+            f"{int((known > 0.3).sum())} of {known.size} heads ({_fmt((known > 0.3).mean())})."
+        )
     parts.append(f"<p>{_esc(' '.join(text))}</p>")
     if "type" in a.heads.columns:
         counts = a.heads["type"].fillna("missing").astype(str).value_counts()
@@ -228,6 +235,7 @@ def _heatmaps(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) -
         (name, _grid(a.heads, column(a.heads, col), layers, heads, every), cmap, scale)
         for name, col, cmap, scale in (
             ("sink mass", "sink_mass", "magma", "range"),
+            ("imp(0), first 64 queries", "imp0", "magma", "range"),
             ("entropy (nats)", "entropy", "viridis", "range"),
             ("rho0", "rho0", "RdBu_r", "symmetric"),
         )

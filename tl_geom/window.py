@@ -42,6 +42,7 @@ HEAD_KEYS = (
     "decay_holds",
     "rho0",
     "last_token",
+    "imp0",
 )
 CURVE_KEYS = ("c_last", "c_sink")
 MASS_KEYS = ("mass_sink", "mass_last", "mass_rest")
@@ -62,6 +63,10 @@ class WindowSpec:
         layers: the layers to analyse.
         view_tokens: size T of the ``[head, T, T]`` attention view kept from a window.
         random_rows: rows used for the all-query random baseline.
+        sink_tokens: T of the sink importance ``imp0 = mean_{i < T} A[i, 0]`` over the
+            window's first T queries (sinks.md, "Measures": ``imp(0)`` with the standard
+            T = 64; for a causal model exactly ``imp(0)`` of the T-token prefix; for an
+            encoder the first T queries over all keys [ours]).
     """
 
     n: tuple[int, ...]
@@ -72,6 +77,7 @@ class WindowSpec:
     layers: tuple[int, ...]
     view_tokens: int = 48
     random_rows: int = 16
+    sink_tokens: int = 64
 
 
 def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[str, Tensor]:
@@ -119,6 +125,8 @@ def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> 
     }
     for key, val in per_kv.items():
         out[key] = val.double().repeat_interleave(groups)
+    first = min(spec.sink_tokens, pattern.shape[-1])
+    out["imp0"] = pattern[0, :, :first, 0].double().mean(-1)
     out["sink_mass"] = sink_mass(alpha)
     out["entropy"] = attention_entropy(alpha)
     out["last_token"] = alpha[:, -1]  # alpha_q: the final query's weight on itself
@@ -154,7 +162,8 @@ def run_window(model: Any, tokens: Tensor, spec: WindowSpec, window: int) -> dic
 
     ``model``: a TransformerLens model (the ``hooks`` backend: each layer's whole
     ``hook_pattern``) or a :class:`~tl_geom.fused.FusedModel` (the ``sdpa`` backend: only
-    the rows used here, the final query and for window 0 the view's first T rows; every
+    the rows used here: the final query, the first ``sink_tokens`` rows and for window 0
+    the view's first T rows; every
     row for ``queries="all"``). Both give the same metrics (tests/test_fused.py).
 
     Window 0 also returns ``view``: ``[layer, H, T, T]`` attention among its first T
@@ -175,7 +184,8 @@ def run_window(model: Any, tokens: Tensor, spec: WindowSpec, window: int) -> dic
     if isinstance(model, FusedModel):  # sdpa backend: stream only the rows used below
         length = tokens.shape[-1]
         view = min(spec.view_tokens, length) if window == 0 else 0
-        rows = None if spec.queries == "all" else [*range(view), length - 1]
+        first = max(view, min(spec.sink_tokens, length))
+        rows = None if spec.queries == "all" else [*range(first), length - 1]
         streamer = model.stream(rows, spec.layers, reduce)
     else:
         streamer = stream_layers(model, ["v", "pattern"], spec.layers, reduce)
