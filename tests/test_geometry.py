@@ -22,7 +22,11 @@ from jaxtyping import TypeCheckError
 
 from tl_geom import all_queries
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
-from tl_geom.all_queries import QuerySeparability, separability_all_queries
+from tl_geom.all_queries import (
+    QuerySeparability,
+    separability_all_queries,
+    separability_all_queries_streamed,
+)
 from tl_geom.baseline import RandomSeparability, random_ranks, random_separability
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry import separability, top_n_rank
@@ -464,6 +468,18 @@ def test_all_queries_match_per_row_loop(case) -> None:
     whole = separability_all_queries(pattern, values, n, causal=causal, chunk=64)
     for k in ("precision", "recall", "f1", "r_max", "r_min", "margin"):
         torch.testing.assert_close(getattr(res, k), getattr(whole, k), equal_nan=True)
+    if pattern.shape[-2] == pattern.shape[-1]:  # every query: the streamed form
+        asked: list[tuple[int, int]] = []
+
+        def rows(start: int, stop: int) -> torch.Tensor:
+            asked.append((start, stop))
+            return pattern[..., start:stop, :]
+
+        streamed = separability_all_queries_streamed(rows, values, n, causal=causal, chunk=chunk)
+        assert all(stop - start <= chunk for start, stop in asked)
+        assert [i for a, b in asked for i in range(a, b)] == list(range(pattern.shape[-1]))
+        for k in ("precision", "recall", "f1", "r_max", "r_min", "margin"):
+            torch.testing.assert_close(getattr(streamed, k), getattr(res, k), equal_nan=True)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -508,6 +524,12 @@ def test_all_queries_validate_visible_row_sums() -> None:
         separability_all_queries(torch.full((5, 4), 0.25, dtype=torch.float64), values, 1)
     with pytest.raises(TlGeomError, match="chunk must be an int >= 1"):
         separability_all_queries(full, values, 1, causal=False, chunk=0)
+    with pytest.raises(TlGeomError, match="sum to 1"):  # checked chunk by chunk
+        separability_all_queries_streamed(lambda a, b: full[a:b], values, 1, chunk=2)
+    with pytest.raises(
+        TlGeomError, match=r"rows\(3, 4\) gave shape \(1, 3, 4\), expected \(1, 1, 4\)"
+    ):
+        separability_all_queries_streamed(lambda a, b: full[:3], values, 1, causal=False, chunk=3)
 
 
 # --------------------------------------------------------------------------- bad input

@@ -5,7 +5,7 @@ matmul per head and N, the cost class of attention itself. Causal patterns exclu
 row's future keys.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -19,7 +19,11 @@ from tl_geom._checks import ROW_SUM_ATOL, check_finite, check_n, check_weights
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry import check_count, flat_values, selection_metrics, sorted_rank, tidy_frame
 
-__all__ = ["QuerySeparability", "separability_all_queries"]
+__all__ = [
+    "QuerySeparability",
+    "separability_all_queries",
+    "separability_all_queries_streamed",
+]
 
 
 @dataclass(frozen=True)
@@ -152,24 +156,81 @@ def separability_all_queries(
     ([nan, 1.0, 1.0], [1, 2, 3])
     """
     _check_pattern(pattern, values)
-    check_count("chunk", chunk)
     q_len, length = pattern.shape[-2:]
+    first = length - q_len if causal else 0
+    visible = torch.arange(q_len, device=pattern.device) + first + 1
+    mask = torch.arange(length, device=pattern.device) < visible.unsqueeze(-1)  # [Q, L]
+    check_weights(pattern, key_mask=mask if causal else None, atol=atol)
+    # A view, cast per chunk: einops.pack would copy the whole pattern first.
+    p = einops.rearrange(pattern, "... query key -> (...) query key")
+    return _all_queries(
+        lambda start, stop: p[:, start:stop],
+        values,
+        n,
+        q_len=q_len,
+        causal=causal,
+        chunk=chunk,
+        dtype=dtype,
+        atol=None,
+    )
+
+
+def separability_all_queries_streamed(
+    rows: Callable[[int, int], Tensor],
+    values: Float[Tensor, "*lead key d"],
+    n: int | Sequence[int],
+    *,
+    causal: bool = True,
+    chunk: int = 64,
+    dtype: torch.dtype = torch.float64,
+    atol: float = ROW_SUM_ATOL,
+) -> QuerySeparability:
+    """:func:`separability_all_queries` with the pattern made chunk by chunk, never whole.
+
+    ``rows(start, stop)`` returns query rows ``start..stop-1`` of all ``L`` queries as
+    ``[..., stop - start, L]`` (the leading dims of ``values``), e.g. recomputed from q
+    and k by the ``sdpa`` backend, so the memory per head is ``O(chunk L)``, never
+    ``O(L^2)``. Each chunk is checked as it arrives (same checks, same errors).
+    """
+    return _all_queries(
+        lambda start, stop: einops.rearrange(rows(start, stop), "... query key -> (...) query key"),
+        values,
+        n,
+        q_len=values.shape[-2],
+        causal=causal,
+        chunk=chunk,
+        dtype=dtype,
+        atol=atol,
+    )
+
+
+def _all_queries(
+    get: Callable[[int, int], Tensor],
+    values: Tensor,
+    n: int | Sequence[int],
+    *,
+    q_len: int,
+    causal: bool,
+    chunk: int,
+    dtype: torch.dtype,
+    atol: float | None,
+) -> QuerySeparability:
+    """The chunk loop: ``get(start, stop)`` gives ``[rows, c, L]``; checked unless atol=None."""
+    check_count("chunk", chunk)
+    length = values.shape[-2]
     ns = check_n(n, length)
     scalar = isinstance(n, Integral)
-    device = pattern.device
+    device = values.device
     first = length - q_len if causal else 0
     visible = torch.arange(q_len, device=device) + first + 1
     if not causal:
         visible = torch.full_like(visible, length)
     mask = torch.arange(length, device=device) < visible.unsqueeze(-1)  # [Q, L]
-    check_weights(pattern, key_mask=mask if causal else None, atol=atol)
     check_finite("values", values)
 
-    # A view, cast per chunk: einops.pack would copy the whole pattern first.
-    p = einops.rearrange(pattern, "... query key -> (...) query key")
-    packed: list[tuple[int, ...] | list[int]] = [tuple(pattern.shape[:-2])]
+    packed: list[tuple[int, ...] | list[int]] = [tuple(values.shape[:-2])]
     v = flat_values(values, dtype)
-    rows = p.shape[0]
+    rows = v.shape[0]
     n_t = torch.tensor(ns, device=device)
     zero = torch.zeros((), dtype=dtype, device=device)
     nan = torch.full((), float("nan"), dtype=dtype, device=device)
@@ -177,7 +238,15 @@ def separability_all_queries(
     parts: dict[str, list[Tensor]] = {k: [] for k in names}
     for start in range(0, q_len, chunk):
         m = mask[start : start + chunk]  # [c, key]
-        a = torch.where(m, p[:, start : start + chunk].to(dtype), zero)  # future ignored
+        p_chunk = get(start, start + m.shape[0])
+        if tuple(p_chunk.shape) != (rows, m.shape[0], length):
+            raise TlGeomError(
+                f"rows({start}, {start + m.shape[0]}) gave shape {tuple(p_chunk.shape)}, "
+                f"expected {(rows, m.shape[0], length)} (the leading dims of values, flattened)"
+            )
+        if atol is not None:
+            check_weights(p_chunk, key_mask=m if causal else None, atol=atol)
+        a = torch.where(m, p_chunk.to(dtype), zero)  # future ignored
         # Future keys rank after every visible key (weights are >= 0). Zeroed future
         # weights would already lose ties to earlier keys; -1 makes it explicit.
         a_sorted, rank = sorted_rank(torch.where(m, a, -torch.ones_like(zero)))

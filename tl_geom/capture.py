@@ -144,7 +144,9 @@ def capture_attention(
         values[layer] = einops.rearrange(v, "b k h d -> b h k d").clone()
 
     if backend == "sdpa":
-        streamer = model.stream(streamed, layer_ids, keep)
+        streamer = model.stream(
+            layer_ids, lambda layer, lay: keep(layer, {"pattern": lay.rows(streamed), "v": lay.v})
+        )
     else:
         streamer = stream_layers(model, ["v", "pattern"], layer_ids, keep)
     device = _device(model)

@@ -39,11 +39,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_geom.errors import TlGeomError
-from tl_geom.hooks import LayerFn
 
 __all__ = [
     "ATTN_NAME",
     "FusedConfig",
+    "FusedLayer",
     "FusedModel",
     "as_fused",
     "attention_rows",
@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 ATTN_NAME = "tl_geom_rows"
-RowSpec = Sequence[int] | None  # query positions; None: every row
 
 _ACTIVE: contextvars.ContextVar["_Collector | None"] = contextvars.ContextVar(
     "tl_geom_fused_collector", default=None
@@ -133,11 +132,27 @@ def attention_rows(
     return torch.softmax(scores, dim=-1)
 
 
+@dataclass(frozen=True)
+class FusedLayer:
+    """One layer's attention as the sdpa backend streams it (live only during the call).
+
+    Attributes:
+        rows: ``rows(positions) -> [batch, head, len(positions), L]`` attention weights,
+            recomputed from that layer's q and k on demand (:func:`attention_rows`).
+        v: ``[batch, L, kv_head, d_head]`` value vectors (KV heads, not expanded).
+    """
+
+    rows: Callable[[Sequence[int]], Tensor]
+    v: Tensor
+
+
+FusedFn = Callable[[int, FusedLayer], None]
+
+
 @dataclass
 class _Collector:
-    rows: Callable[[int], Sequence[int]]
     layers: frozenset[int]
-    fn: LayerFn
+    fn: FusedFn
     calls: int = 0
 
 
@@ -161,17 +176,21 @@ def _rows_attention(
         if layer in collector.layers:
             is_causal = kwargs.get("is_causal")
             causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
-            alpha = attention_rows(
-                query.detach(),
-                key.detach(),
-                collector.rows(query.shape[2]),
-                scaling=kwargs.get("scaling"),
-                attention_mask=attention_mask,
-                causal=causal,
-                softcap=kwargs.get("softcap"),
-            )
+            q, k = query.detach(), key.detach()
+
+            def rows(positions: Sequence[int]) -> Tensor:
+                return attention_rows(
+                    q,
+                    k,
+                    positions,
+                    scaling=kwargs.get("scaling"),
+                    attention_mask=attention_mask,
+                    causal=causal,
+                    softcap=kwargs.get("softcap"),
+                )
+
             v = einops.rearrange(value.detach(), "b kv k d -> b k kv d")
-            collector.fn(int(layer), {"pattern": alpha, "v": v})
+            collector.fn(int(layer), FusedLayer(rows, v))
     kwargs.pop("softcap", None)  # applied above; the fused kernel has no soft-capping
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
@@ -236,25 +255,14 @@ class FusedModel:
         return self.hf(input_ids=tokens, attention_mask=attention_mask, use_cache=False)
 
     @contextmanager
-    def stream(self, rows: RowSpec, layers: Sequence[int], fn: LayerFn) -> Iterator[None]:
-        """Hand ``fn(layer, {"pattern": [b, H, r, L], "v": [b, L, KV, d]})`` each layer's rows.
+    def stream(self, layers: Sequence[int], fn: FusedFn) -> Iterator[None]:
+        """Call ``fn(layer, FusedLayer)`` inside each chosen layer's attention.
 
-        ``pattern`` holds the rows ``rows`` (sorted positions; None: all) of that layer's
-        attention, ``v`` its value vectors (KV heads, not expanded), both live only for
-        the call. The model's own attention output is the fused kernel's throughout.
+        ``FusedLayer.rows(positions)`` recomputes those query rows of the layer's
+        attention from its q and k; ``FusedLayer.v`` holds its values. Both are live
+        only during the call. The model's own attention output is the fused kernel's.
         """
-        if rows is None:
-
-            def pick(length: int) -> Sequence[int]:
-                return range(length)
-
-        else:
-            fixed = sorted(set(rows))
-
-            def pick(length: int) -> Sequence[int]:
-                return fixed
-
-        token = _ACTIVE.set(_Collector(rows=pick, layers=frozenset(layers), fn=fn))
+        token = _ACTIVE.set(_Collector(layers=frozenset(layers), fn=fn))
         try:
             yield
         finally:

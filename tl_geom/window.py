@@ -5,6 +5,7 @@ as that layer has run (``hooks.stream_layers``); it keeps ``[head, N]``-sized re
 and drops the ``[head, L, L]`` pattern, so peak memory stays near a plain forward.
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ import einops
 import torch
 from torch import Tensor
 
-from tl_geom.all_queries import separability_all_queries
+from tl_geom.all_queries import separability_all_queries_streamed
 from tl_geom.baseline import random_separability
 from tl_geom.diagnostics import (
     attention_entropy,
@@ -80,8 +81,16 @@ class WindowSpec:
     sink_tokens: int = 64
 
 
-def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[str, Tensor]:
-    """Metrics of one layer of one window: ``pattern [1, H, L, L]``, ``v_kv [1, L, KV, d]``.
+Rows = Callable[[Sequence[int]], Tensor]
+"""Attention rows of one layer: ``rows(positions) -> [H, len(positions), L]``."""
+
+
+def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[str, Tensor]:
+    """Metrics of one layer of one window: ``rows`` of its pattern, ``v_kv [1, L, KV, d]``.
+
+    ``rows`` hands out query rows on demand (slices of ``hook_pattern``, or rows
+    recomputed from q and k by the sdpa backend), so the all-query metrics take the
+    pattern ``chunk`` rows at a time and never need it whole.
 
     Returns ``[H, N]`` top-N and random-baseline metrics, ``[H]`` head diagnostics and
     the ``[H, L]`` final-query row (the attention profile). The taxonomy signals
@@ -90,10 +99,11 @@ def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> 
     them for the query's own position q, and averaging cosines over rows of different
     lengths would mix N regimes.
     """
-    n_heads = pattern.shape[1]
+    length = v_kv.shape[1]
+    alpha = rows([length - 1])[:, 0].double()  # [H, L], the final query
+    n_heads = alpha.shape[0]
     groups = n_heads // v_kv.shape[2]
     values = einops.rearrange(expand_kv(v_kv, n_heads), "b k h d -> b h k d")[0]
-    alpha = pattern[0, :, -1].double()  # [H, L], the final query
     out: dict[str, Tensor] = {}
     s_n = None
     if spec.queries == "last":
@@ -104,10 +114,12 @@ def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> 
         rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed)
         baseline = (rnd.precision, rnd.recall, rnd.f1)
     else:
-        allq = separability_all_queries(pattern[0], values, spec.n, causal=spec.causal)
+        allq = separability_all_queries_streamed(
+            lambda start, stop: rows(range(start, stop)), values, spec.n, causal=spec.causal
+        )
         for key in TOP_KEYS:
             out[key] = getattr(allq, key).nanmean(dim=-2)
-        baseline = _random_over_rows(pattern[0], values, spec, seed)
+        baseline = _random_over_rows(rows, values, spec, seed)
     out.update(zip(RANDOM_KEYS, baseline, strict=True))
     # Value diagnostics are per KV head (shared by its query heads): compute once each.
     kv_values = einops.rearrange(v_kv[0], "k h d -> h k d")
@@ -125,8 +137,7 @@ def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> 
     }
     for key, val in per_kv.items():
         out[key] = val.double().repeat_interleave(groups)
-    first = min(spec.sink_tokens, pattern.shape[-1])
-    out["imp0"] = pattern[0, :, :first, 0].double().mean(-1)
+    out["imp0"] = rows(range(min(spec.sink_tokens, length)))[..., 0].double().mean(-1)
     out["sink_mass"] = sink_mass(alpha)
     out["entropy"] = attention_entropy(alpha)
     out["last_token"] = alpha[:, -1]  # alpha_q: the final query's weight on itself
@@ -138,19 +149,20 @@ def reduce_layer(pattern: Tensor, v_kv: Tensor, spec: WindowSpec, seed: int) -> 
 
 
 def _random_over_rows(
-    pattern: Tensor, values: Tensor, spec: WindowSpec, seed: int
+    rows: Rows, values: Tensor, spec: WindowSpec, seed: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """All-query baseline: mean P, R, F of random subsets on rows that see > max(N) keys."""
-    length = pattern.shape[-1]
+    length = values.shape[-2]
     first = max(spec.n) + 1 if spec.causal else length - 1
-    rows = torch.linspace(first, length - 1, steps=spec.random_rows).round().long().unique()
+    picked = torch.linspace(first, length - 1, steps=spec.random_rows).round().long().unique()
+    alphas = rows(picked.tolist()).double()  # [H, rows, L]
     # A causal row p sees keys 0..p; truncate each row to its visible keys, one row at a
     # time (at most random_rows rows: a short loop outside the per-head math).
     per_row = []
-    for p in rows.tolist():
+    for i, p in enumerate(picked.tolist()):
         keys = p + 1 if spec.causal else length
         rnd = random_separability(
-            pattern[:, p, :keys].double(), values[:, :keys], spec.n, draws=spec.draws, seed=seed
+            alphas[:, i, :keys], values[:, :keys], spec.n, draws=spec.draws, seed=seed
         )
         per_row.append(torch.stack([rnd.precision, rnd.recall, rnd.f1]))
     precision, recall, f1 = torch.stack(per_row).mean(0)
@@ -160,37 +172,44 @@ def _random_over_rows(
 def run_window(model: Any, tokens: Tensor, spec: WindowSpec, window: int) -> dict[str, Tensor]:
     """Run one ``[1, L]`` window and return ``[layer, ...]`` stacked per-layer metrics.
 
-    ``model``: a TransformerLens model (the ``hooks`` backend: each layer's whole
-    ``hook_pattern``) or a :class:`~tl_geom.fused.FusedModel` (the ``sdpa`` backend: only
-    the rows used here: the final query, the first ``sink_tokens`` rows and for window 0
-    the view's first T rows; every
-    row for ``queries="all"``). Both give the same metrics (tests/test_fused.py).
+    ``model``: a TransformerLens model (the ``hooks`` backend: rows are slices of each
+    layer's ``hook_pattern``) or a :class:`~tl_geom.fused.FusedModel` (the ``sdpa``
+    backend: only the rows asked for are recomputed from q and k). Both give the same
+    metrics (tests/test_fused.py).
 
     Window 0 also returns ``view``: ``[layer, H, T, T]`` attention among its first T
     tokens (rows renormalised over those keys; for causal models they already sum to 1).
     """
     per_layer: dict[int, dict[str, Tensor]] = {}
 
-    def reduce(layer: int, acts: dict[str, Tensor]) -> None:
-        pattern = acts["pattern"].detach()
-        seed = spec.seed + 1009 * window + layer
-        res = reduce_layer(pattern, acts["v"].detach(), spec, seed)
+    def reduce(layer: int, rows: Rows, v_kv: Tensor) -> None:
+        res = reduce_layer(rows, v_kv, spec, spec.seed + 1009 * window + layer)
         if window == 0:
-            t = min(spec.view_tokens, pattern.shape[-1])
-            view = pattern[0, :, :t, :t].float()
+            t = min(spec.view_tokens, v_kv.shape[1])
+            view = rows(range(t))[:, :, :t].float()
             res["view"] = (view / view.sum(-1, keepdim=True)).cpu()
         per_layer[layer] = res
 
-    if isinstance(model, FusedModel):  # sdpa backend: stream only the rows used below
-        length = tokens.shape[-1]
-        view = min(spec.view_tokens, length) if window == 0 else 0
-        first = max(view, min(spec.sink_tokens, length))
-        rows = None if spec.queries == "all" else [*range(first), length - 1]
-        streamer = model.stream(rows, spec.layers, reduce)
+    if isinstance(model, FusedModel):
+        streamer = model.stream(
+            spec.layers, lambda layer, lay: reduce(layer, lambda i: lay.rows(i)[0], lay.v)
+        )
     else:
-        streamer = stream_layers(model, ["v", "pattern"], spec.layers, reduce)
+
+        def from_hooks(layer: int, acts: dict[str, Tensor]) -> None:
+            pattern = acts["pattern"].detach()[0]
+            reduce(layer, lambda idx: pattern[:, _index(idx)], acts["v"].detach())
+
+        streamer = stream_layers(model, ["v", "pattern"], spec.layers, from_hooks)
     device = next(iter(model.parameters())).device
     with torch.no_grad(), streamer:
         model(tokens.to(device))
     keys = per_layer[spec.layers[0]].keys()
     return {k: torch.stack([per_layer[layer][k] for layer in spec.layers]) for k in keys}
+
+
+def _index(idx: Sequence[int]) -> slice | Tensor:
+    """A slice for a contiguous range (a view, no copy), else an index tensor."""
+    if isinstance(idx, range) and idx.step == 1:
+        return slice(idx.start, idx.stop)
+    return torch.tensor(list(idx), dtype=torch.long)
