@@ -53,15 +53,22 @@ def spec_for(model: Any, ctx: int) -> WindowSpec:
     )
 
 
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up
-    times = []
+def timed(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median seconds of each fn, run round-robin (a, b, c, a, b, c, ...) after a warm-up.
+
+    Interleaving keeps a change in the machine's load from landing on one variant only:
+    on a shared machine the ratios are what to read, not the seconds.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
     for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def child(ctx: int, device: str) -> None:
@@ -89,10 +96,15 @@ def measure(
         with torch.no_grad(), fused.stream(spec.layers, lambda _l, lay: lay.rows([ctx - 1])):
             fused(tokens)
 
-    base = timed(plain, rep)
-    streamed = timed(rows_only, rep)
-    sdpa = timed(lambda: run_window(fused, tokens, spec, 1), rep)
-    hooks = timed(lambda: run_window(bridge, tokens, spec, 1), rep) if bridge else None
+    fns: dict[str, Callable[[], object]] = {
+        "plain": plain,
+        "rows": rows_only,
+        "sdpa": lambda: run_window(fused, tokens, spec, 1),
+    }
+    if bridge is not None:
+        fns["hooks"] = lambda: run_window(bridge, tokens, spec, 1)
+    t = timed(fns, rep)
+    base, streamed, sdpa, hooks = t["plain"], t["rows"], t["sdpa"], t.get("hooks")
     return base, streamed, sdpa, hooks
 
 
