@@ -66,7 +66,12 @@ def _tiny(kind: str) -> Any:
             sliding_window=6,
             **common,
         )
-        return tf.Gemma2ForCausalLM(cfg)
+        model = tf.Gemma2ForCausalLM(cfg)
+        with torch.no_grad():  # logits of order 1, so that the soft-cap at 0.5 bites
+            for layer in model.model.layers:
+                layer.self_attn.q_proj.weight.mul_(40.0)
+                layer.self_attn.k_proj.weight.mul_(40.0)
+        return model
     if kind == "gpt2":
         cfg = tf.GPT2Config(
             n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=common["vocab_size"]
@@ -90,14 +95,13 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {k: _save(tmp_path_factory.mktemp(k), _tiny(k)) for k in kinds}
 
 
-def _eager_attentions(path: Path, tokens: torch.Tensor, mask: torch.Tensor | None) -> list[Any]:
-    """Reference: transformers' own eager attention weights (output_attentions=True)."""
+def _eager(path: Path, tokens: torch.Tensor, mask: torch.Tensor | None) -> Any:
+    """Reference: transformers' own eager forward (attention weights and hidden states)."""
     from transformers import AutoModel
 
     hf = AutoModel.from_pretrained(path, attn_implementation="eager", local_files_only=True)
     with torch.no_grad():
-        out = hf(input_ids=tokens, attention_mask=mask, output_attentions=True)
-    return list(out.attentions)
+        return hf(input_ids=tokens, attention_mask=mask, output_attentions=True)
 
 
 @pytest.mark.parametrize("kind", ["llama-gqa", "mistral-window", "gemma2-softcap", "gpt2", "bert"])
@@ -109,14 +113,21 @@ def test_rows_equal_eager_attention_with_padding(kind: str, model_dirs: dict[str
     tokens = torch.randint(1000, 2000, (2, 12), generator=gen)
     mask = torch.ones_like(tokens)
     mask[1, :3] = 0  # left padding in the second sequence
-    reference = _eager_attentions(path, tokens, mask)
+    eager = _eager(path, tokens, mask)
+    reference = list(eager.attentions)
     got: dict[int, torch.Tensor] = {}
     with (
         torch.no_grad(),
         fused.stream(range(2), lambda la, lay: got.setdefault(la, lay.rows(range(12)))),
     ):
-        fused(tokens, attention_mask=mask)
+        out = fused(tokens, attention_mask=mask)
     assert sorted(got) == [0, 1]
+    # the model's own output is unchanged by the streaming (fused kernel or, with a
+    # soft-cap, the architecture's eager attention)
+    valid = mask.bool()
+    torch.testing.assert_close(
+        out.last_hidden_state[valid], eager.last_hidden_state[valid], atol=1e-5, rtol=1e-5
+    )
     for layer, ref in enumerate(reference):
         rows = got[layer]
         valid = mask[1].bool()

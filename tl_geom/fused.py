@@ -14,7 +14,9 @@ transformers model (no bridge) and registers an attention function with transfor
    in float32 (float64 when the model is float64);
 2. hands those rows and the layer's value vectors to the caller's reducer, inside the
    forward, so nothing outlives its layer;
-3. returns ``sdpa_attention_forward(...)``: the model's own output is the fused kernel's.
+3. returns ``sdpa_attention_forward(...)``: the model's own output is the fused kernel's
+   (for architectures that soft-cap logits, e.g. Gemma 2, which no fused kernel does,
+   their own ``eager_attention_forward``).
 
 Why this route and not the bridge's ``hook_rot_q``/``hook_rot_k``: those give q and k but
 the bridge still forms the eager pattern, which is the cost to avoid. The price: the
@@ -27,6 +29,7 @@ other model is an error naming ``--backend hooks``.
 
 import contextvars
 import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -191,8 +194,40 @@ def _rows_attention(
 
             v = einops.rearrange(value.detach(), "b kv k d -> b k kv d")
             collector.fn(int(layer), FusedLayer(rows, v))
-    kwargs.pop("softcap", None)  # applied above; the fused kernel has no soft-capping
+    if kwargs.get("softcap") is not None:
+        # No fused kernel soft-caps logits: the output comes from the architecture's own
+        # eager attention (as with attn_implementation="eager"), only the rows stream.
+        eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+        if eager is None:
+            raise TlGeomError(
+                f"{type(module).__name__} soft-caps its attention logits and its module has no "
+                "eager_attention_forward; use --backend hooks (backend='hooks')"
+            )
+        is_causal = kwargs.get("is_causal")
+        causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
+        mask = _additive_mask(attention_mask, query, key, causal)
+        return eager(module, query, key, value, mask, **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _additive_mask(mask: Tensor | None, query: Tensor, key: Tensor, causal: bool) -> Tensor | None:
+    """The mask as the eager attention functions take it: additive float, 0 or the dtype min.
+
+    The sdpa mask builder gives a boolean mask (True = attend) or None when ``is_causal``
+    suffices; eager functions add the mask to the scores, so both are converted.
+    """
+    low = torch.finfo(query.dtype).min
+    if mask is None:
+        if not causal:
+            return None
+        q_len, k_len = query.shape[2], key.shape[2]
+        pos_q = torch.arange(k_len - q_len, k_len, device=query.device)
+        mask = torch.arange(k_len, device=query.device) <= pos_q.unsqueeze(-1)
+        mask = mask.view(1, 1, q_len, k_len)
+    if mask.dtype == torch.bool:
+        zero = torch.zeros((), dtype=query.dtype, device=query.device)
+        return torch.where(mask, zero, torch.tensor(low, dtype=query.dtype, device=query.device))
+    return mask
 
 
 def _register() -> None:
