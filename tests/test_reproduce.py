@@ -230,6 +230,17 @@ def test_reproduce_end_to_end_tiny(tiny_dir: Path, tmp_path: Path):
     assert doc["timings_s"]["total"] > 0 and doc["budget"]["ctx"] == 32
 
 
+def test_experiment_subset_and_errors(tiny_dir: Path):
+    b = _tiny_budget()
+    res = reproduce([str(tiny_dir)], budget=b, experiments=["headnorm"], progress=False)
+    assert list(res.to_frame()["model"]) == ["tinylm-1x2"]
+    assert res.run["experiments"] == ["headnorm"]
+    with pytest.raises(TlGeomError, match="unknown experiments"):
+        reproduce([str(tiny_dir)], budget=b, experiments=["geometri"])
+    with pytest.raises(TlGeomError, match="nothing to run"):
+        reproduce([], budget=b, experiments=["geometry"])
+
+
 def test_cli_reproduce_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     argv = ["reproduce", "--quick", "--no-headnorm", "--models", "no-such-model", "--out"]
     assert main([*argv, str(tmp_path)]) == 2
@@ -238,16 +249,14 @@ def test_cli_reproduce_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
 
 
 @pytest.mark.slow
-def test_reproduce_smollm2_small(tmp_path: Path):
-    b = Budget(
-        windows=1, ctx=64, draws=2, norm_windows=1, norm_ctx=64, norm_draws=1, grad_rows=16,
-        sink_samples=2, sink_len=32, lams=(16.0,), sparsify_windows=1, sparsify_ctx=32,
-        heldout=1, seeds=1, fractions=(0.2,), headnorm=None,
-    )  # fmt: skip
-    res = reproduce(["smollm2-135m"], budget=b, progress=False)
+def test_reproduce_smollm2_sink_origins():
+    b = Budget(sink_samples=2, sink_len=32, headnorm=None)
+    res = reproduce(["smollm2-135m"], budget=b, experiments=["sink_origins"], progress=False)
     table = res.to_frame().set_index("claim")
-    assert len(table) == len(cl.CLAIMS) - 1
-    # The sink figures of SmolLM2 are strong enough to show at any size (README).
-    massive = table.loc[cl.CLAIMS["massive_activations"].claim]
-    assert massive["verdict"] == R, massive["measured"]
-    assert table.loc[cl.CLAIMS["self_only_mask"].claim]["verdict"] in (R, P)
+    assert len(table) == 3 and set(table["model"]) == {"smollm2-135m"}
+    # SmolLM2's massive dimension (README: |h| ~ 24,900 at dim 507, neuron 1229 of layer 11)
+    # is strong enough to show on two windows of 32 tokens.
+    for cid in ("massive_activations", "super_neurons"):
+        row = table.loc[cl.CLAIMS[cid].claim]
+        assert row["verdict"] == R, row["measured"]
+    assert "dim 507" in table.loc[cl.CLAIMS["super_neurons"].claim]["measured"]

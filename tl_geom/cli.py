@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
     r.add_argument("--no-headnorm", action="store_true", help="skip the TinyLM HeadNorm study")
+    r.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated experiments: geometry, normalization, sparsify, sink_origins, "
+        "interventions, headnorm (default all)",
+    )
     r.add_argument("--out", default="tl_geom_reproduce", help="output directory")
     return parser
 
@@ -136,7 +142,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         budget = replace(budget, headnorm=None)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     out = Path(args.out)
-    res = reproduce(models, budget=budget, corpus=args.corpus, out=out)
+    only = [e.strip() for e in args.only.split(",") if e.strip()] if args.only else None
+    res = reproduce(models, budget=budget, corpus=args.corpus, out=out, experiments=only)
     table = res.to_frame()[["claim", "model", "verdict"]]
     with pd.option_context("display.width", 200, "display.max_colwidth", 70):
         print(table.to_string(index=False))

@@ -51,7 +51,7 @@ from tl_geom.sinks import massive_activation_profile, sink_profile
 from tl_geom.softmax_bounds import gradient_sensitivity
 from tl_geom.sparsify import RULES, sparsify
 
-__all__ = ["FULL", "QUICK", "Budget", "ClaimRow", "Reproduction", "reproduce"]
+__all__ = ["EXPERIMENTS", "FULL", "QUICK", "Budget", "ClaimRow", "Reproduction", "reproduce"]
 
 COLUMNS = ("claim", "paper", "source", "model", "measured", "verdict")
 DEFAULT_MODELS = ("smollm2-135m", "minilm-l6")
@@ -139,8 +139,8 @@ FULL = Budget(
     norm_ctx=1024,
     norm_draws=8,
     grad_rows=256,
-    sink_samples=32,
-    lams=(2.0, 4.0, 16.0, 64.0, 256.0),
+    sink_samples=16,
+    lams=(4.0, 16.0, 64.0, 256.0),
     sparsify_windows=4,
     sparsify_ctx=256,
     heldout=2,
@@ -332,6 +332,19 @@ def _headnorm(cfg: StudyConfig, corpus: str) -> Findings:
 # --- the run -----------------------------------------------------------------------------
 
 
+_FAST: dict[str, Callable[[Any, str, Budget], Findings]] = {
+    "geometry": _geometry,
+    "normalization": _normalization,
+}
+_HOOKS: dict[str, Callable[[Any, str, Budget], Findings]] = {
+    "sparsify": _sparsify,
+    "sink_origins": _sink_origins,
+    "interventions": _interventions,
+}
+EXPERIMENTS = (*_FAST, *_HOOKS, "headnorm")
+"""The experiment names, in run order (``reproduce(experiments=...)``, ``--only``)."""
+
+
 def _is_causal(model: Any) -> bool:
     return getattr(model.cfg, "attention_dir", "causal") != "bidirectional"
 
@@ -342,6 +355,7 @@ def reproduce(
     budget: Budget = QUICK,
     corpus: str = "war_and_peace",
     out: str | Path | None = None,
+    experiments: Sequence[str] | None = None,
     progress: bool = True,
 ) -> Reproduction:
     """Run the papers' experiments on ``models`` and judge every claim that applies.
@@ -356,13 +370,18 @@ def reproduce(
         budget: sizes (:data:`QUICK`, :data:`FULL` or your own :class:`Budget`).
         corpus: shipped corpus name or UTF-8 file.
         out: directory for ``claims.csv``, ``claims.html``, ``reproduce.json`` (None: memory).
+        experiments: a subset of :data:`EXPERIMENTS` (None: all).
         progress: print one line per finished experiment.
 
     Returns:
         A :class:`Reproduction` (``to_frame()`` is ``claims.csv``).
     """
-    if not models and budget.headnorm is None:
-        raise TlGeomError("nothing to run: no models and budget.headnorm is None")
+    todo = set(EXPERIMENTS if experiments is None else experiments)
+    unknown = sorted(todo - set(EXPERIMENTS))
+    if unknown:
+        raise TlGeomError(f"unknown experiments {unknown}; known: {', '.join(EXPERIMENTS)}")
+    if not todo or (not models and (budget.headnorm is None or "headnorm" not in todo)):
+        raise TlGeomError("nothing to run: no models (or no experiments) and no HeadNorm study")
     load_corpus(corpus)  # fail fast on a missing corpus
     t_start = time.perf_counter()
     rows: list[ClaimRow] = []
@@ -379,36 +398,40 @@ def reproduce(
             print(f"[reproduce] {model_name} {name} ({secs:.1f}s): {verdicts}", flush=True)
 
     for name in models:
-        t0 = time.perf_counter()
-        fast = open_model(name, "auto")
-        timings[f"load_fast:{name}"] = time.perf_counter() - t0
-        dims = model_dims(fast)
-        if dims.n_ctx and max(budget.ctx, budget.norm_ctx) > dims.n_ctx:
-            raise TlGeomError(
-                f"budget ctx={budget.ctx}, norm_ctx={budget.norm_ctx}: longer than "
-                f"{name}'s n_ctx={dims.n_ctx}"
-            )
-        run("geometry", name, _geometry, fast, corpus, budget)
-        run("normalization", name, _normalization, fast, corpus, budget)
-        if not _is_causal(fast):
+        causal = None
+        if todo & set(_FAST):
+            t0 = time.perf_counter()
+            fast = open_model(name, "auto")
+            timings[f"load_fast:{name}"] = time.perf_counter() - t0
+            dims = model_dims(fast)
+            if dims.n_ctx and max(budget.ctx, budget.norm_ctx) > dims.n_ctx:
+                raise TlGeomError(
+                    f"budget ctx={budget.ctx}, norm_ctx={budget.norm_ctx}: longer than "
+                    f"{name}'s n_ctx={dims.n_ctx}"
+                )
+            for exp in (e for e in _FAST if e in todo):
+                run(exp, name, _FAST[exp], fast, corpus, budget)
+            causal = _is_causal(fast)
+            del fast
+        if causal is False or not todo & set(_HOOKS):
             continue
-        del fast
         from tl_geom.models import load_model
 
         t0 = time.perf_counter()
         bridge = load_model(name)
         timings[f"load_hooks:{name}"] = time.perf_counter() - t0
-        run("sparsify", name, _sparsify, bridge, corpus, budget)
-        run("sink_origins", name, _sink_origins, bridge, corpus, budget)
-        run("interventions", name, _interventions, bridge, corpus, budget)
+        if _is_causal(bridge):
+            for exp in (e for e in _HOOKS if e in todo):
+                run(exp, name, _HOOKS[exp], bridge, corpus, budget)
         del bridge
     cfg = budget.headnorm
-    if cfg is not None:
+    if cfg is not None and "headnorm" in todo:
         run("headnorm", f"tinylm-{cfg.n_layers}x{cfg.n_heads}", _headnorm, cfg, corpus)
     timings["total"] = time.perf_counter() - t_start
     run_info = {
         "models": list(models),
         "corpus": corpus,
+        "experiments": [e for e in EXPERIMENTS if e in todo],
         "budget": budget.to_dict(),
         "timings_s": timings,
         "torch_threads": torch.get_num_threads(),

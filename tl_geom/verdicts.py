@@ -18,10 +18,10 @@ from tl_geom.errors import TlGeomError
 
 __all__ = [
     "NOT",
-    "Numbers",
     "PARTLY",
     "REPRODUCED",
     "VERDICTS",
+    "Numbers",
     "Verdict",
     "by_share",
     "cosine_decay_verdict",
@@ -355,9 +355,7 @@ def recall_saturation_verdict(ns: Numbers, ratio: Numbers) -> Verdict:
     return REPRODUCED if flat and level else PARTLY if flat or level else NOT
 
 
-def gradient_sensitivity_verdict(
-    temperatures: Numbers, sensitivity: Numbers
-) -> Verdict:
+def gradient_sensitivity_verdict(temperatures: Numbers, sensitivity: Numbers) -> Verdict:
     """``g(T, eps)`` scales like 1/T for T < 0.1, about 100x smaller at T = 1 than at 0.01.
 
     For one eps: the log-log slope k of g against T over ``T <= 0.1`` and the drop
@@ -452,9 +450,7 @@ def self_only_verdict(before: float, after: float) -> Verdict:
     return PARTLY if _finite(before) and _finite(after) and after >= 2 * before else NOT
 
 
-def variance_amplification_verdict(
-    before: float, amplify: Numbers, control: Numbers
-) -> Verdict:
+def variance_amplification_verdict(before: float, amplify: Numbers, control: Numbers) -> Verdict:
     """Variance amplification at k creates a sink there, growing with lam; the control not.
 
     ``amplify``/``control``: ``imp(k)`` (mean over layers and heads) for increasing lam.
