@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 
 from tl_geom import claims as cl
+from tl_geom import reproduce as rp
 from tl_geom import verdicts as vd
 from tl_geom.cli import main
 from tl_geom.errors import TlGeomError
 from tl_geom.headnorm import StudyConfig
-from tl_geom.reproduce import COLUMNS, QUICK, Budget, reproduce
+from tl_geom.reproduce import COLUMNS, QUICK, Budget, _fit_context, reproduce
 
 R, P, N = vd.REPRODUCED, vd.PARTLY, vd.NOT
 NAN = math.nan
@@ -239,6 +240,29 @@ def test_experiment_subset_and_errors(tiny_dir: Path):
         reproduce([str(tiny_dir)], budget=b, experiments=["geometri"])
     with pytest.raises(TlGeomError, match="nothing to run"):
         reproduce([], budget=b, experiments=["geometry"])
+
+
+def test_context_fitted_to_the_model():
+    assert _fit_context(QUICK, None) is QUICK and _fit_context(QUICK, 4096) is QUICK
+    small = _fit_context(QUICK, 128)
+    assert (small.ctx, small.norm_ctx, small.sink_len) == (128, 128, QUICK.sink_len)
+
+
+def test_a_failing_experiment_keeps_the_finished_claims(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def broken(*args: object) -> None:
+        raise TlGeomError("boom")
+
+    monkeypatch.setitem(rp._FAST, "normalization", broken)
+    with pytest.raises(TlGeomError, match="boom"):
+        reproduce(
+            [str(tiny_dir)], budget=_tiny_budget(), out=tmp_path,
+            experiments=["geometry", "normalization"], progress=False,
+        )  # fmt: skip
+    table = pd.read_csv(tmp_path / "claims.csv")
+    assert len(table) == 7 and set(table["verdict"]) <= set(vd.VERDICTS)
+    assert json.loads((tmp_path / "reproduce.json").read_text())["error"] == "TlGeomError: boom"
 
 
 def test_cli_reproduce_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -378,8 +378,9 @@ def claim_critical_n(table: pd.DataFrame) -> Finding:
         for n, v, g in zip(ls, cs, table["grid_max"], strict=True)
     )
     text = f"N*/L ~ {_f(c, '.3f')} (paper 0.06); L:N* {shown}"
+    bound = np.where(np.isfinite(cs), np.nan, table["grid_max"].to_numpy(np.float64))
     plot = _plot(
-        ls, {"critical N": cs, "0.06 L (paper)": 0.06 * ls},
+        ls, {"critical N": cs, "N* > (rejects at every N)": bound, "0.06 L (paper)": 0.06 * ls},
         xlabel="L", ylabel="N*", logx=True, logy=True,
     )  # fmt: skip
     nums = {"slope": c, "critical_by_length": dict(zip(ls.tolist(), cs.tolist(), strict=True))}

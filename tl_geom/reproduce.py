@@ -345,6 +345,17 @@ EXPERIMENTS = (*_FAST, *_HOOKS, "headnorm")
 """The experiment names, in run order (``reproduce(experiments=...)``, ``--only``)."""
 
 
+def _fit_context(budget: Budget, n_ctx: int | None) -> Budget:
+    """``budget`` with ``ctx`` and ``norm_ctx`` cut to the model's context [ours].
+
+    MiniLM (n_ctx 512) under :data:`FULL` (L = 1024) runs at L = 512, recorded in
+    ``reproduce.json`` as ``context_clamped``.
+    """
+    if not n_ctx or max(budget.ctx, budget.norm_ctx) <= n_ctx:
+        return budget
+    return replace(budget, ctx=min(budget.ctx, n_ctx), norm_ctx=min(budget.norm_ctx, n_ctx))
+
+
 def _is_causal(model: Any) -> bool:
     return getattr(model.cfg, "attention_dir", "causal") != "bidirectional"
 
@@ -374,7 +385,9 @@ def reproduce(
         progress: print one line per finished experiment.
 
     Returns:
-        A :class:`Reproduction` (``to_frame()`` is ``claims.csv``).
+        A :class:`Reproduction` (``to_frame()`` is ``claims.csv``). If an experiment
+        raises, the claims finished so far are still written to ``out`` (``error`` in
+        ``reproduce.json``) before the exception propagates.
     """
     todo = set(EXPERIMENTS if experiments is None else experiments)
     unknown = sorted(todo - set(EXPERIMENTS))
@@ -386,6 +399,7 @@ def reproduce(
     t_start = time.perf_counter()
     rows: list[ClaimRow] = []
     timings: dict[str, float] = {}
+    clamped: dict[str, dict[str, int]] = {}
 
     def run(name: str, model_name: str, fn: Callable[..., Findings], *args: Any) -> None:
         t0 = time.perf_counter()
@@ -397,46 +411,55 @@ def reproduce(
             verdicts = ", ".join(f"{cid} {f.verdict}" for cid, f in found)
             print(f"[reproduce] {model_name} {name} ({secs:.1f}s): {verdicts}", flush=True)
 
-    for name in models:
-        causal = None
-        if todo & set(_FAST):
-            t0 = time.perf_counter()
-            fast = open_model(name, "auto")
-            timings[f"load_fast:{name}"] = time.perf_counter() - t0
-            dims = model_dims(fast)
-            if dims.n_ctx and max(budget.ctx, budget.norm_ctx) > dims.n_ctx:
-                raise TlGeomError(
-                    f"budget ctx={budget.ctx}, norm_ctx={budget.norm_ctx}: longer than "
-                    f"{name}'s n_ctx={dims.n_ctx}"
-                )
-            for exp in (e for e in _FAST if e in todo):
-                run(exp, name, _FAST[exp], fast, corpus, budget)
-            causal = _is_causal(fast)
-            del fast
-        if causal is False or not todo & set(_HOOKS):
-            continue
-        from tl_geom.models import load_model
+    def experiments_() -> None:
+        for name in models:
+            causal = None
+            if todo & set(_FAST):
+                t0 = time.perf_counter()
+                fast = open_model(name, "auto")
+                timings[f"load_fast:{name}"] = time.perf_counter() - t0
+                fitted = _fit_context(budget, model_dims(fast).n_ctx)
+                if fitted != budget:
+                    clamped[name] = {"ctx": fitted.ctx, "norm_ctx": fitted.norm_ctx}
+                for exp in (e for e in _FAST if e in todo):
+                    run(exp, name, _FAST[exp], fast, corpus, fitted)
+                causal = _is_causal(fast)
+                del fast
+            if causal is False or not todo & set(_HOOKS):
+                continue
+            from tl_geom.models import load_model
 
-        t0 = time.perf_counter()
-        bridge = load_model(name)
-        timings[f"load_hooks:{name}"] = time.perf_counter() - t0
-        if _is_causal(bridge):
-            for exp in (e for e in _HOOKS if e in todo):
-                run(exp, name, _HOOKS[exp], bridge, corpus, budget)
-        del bridge
-    cfg = budget.headnorm
-    if cfg is not None and "headnorm" in todo:
-        run("headnorm", f"tinylm-{cfg.n_layers}x{cfg.n_heads}", _headnorm, cfg, corpus)
-    timings["total"] = time.perf_counter() - t_start
-    run_info = {
-        "models": list(models),
-        "corpus": corpus,
-        "experiments": [e for e in EXPERIMENTS if e in todo],
-        "budget": budget.to_dict(),
-        "timings_s": timings,
-        "torch_threads": torch.get_num_threads(),
-    }
-    result = Reproduction(rows, run_info)
-    if out is not None:
-        result.save(Path(out))
-    return result
+            t0 = time.perf_counter()
+            bridge = load_model(name)
+            timings[f"load_hooks:{name}"] = time.perf_counter() - t0
+            if _is_causal(bridge):
+                for exp in (e for e in _HOOKS if e in todo):
+                    run(exp, name, _HOOKS[exp], bridge, corpus, budget)
+            del bridge
+        cfg = budget.headnorm
+        if cfg is not None and "headnorm" in todo:
+            run("headnorm", f"tinylm-{cfg.n_layers}x{cfg.n_heads}", _headnorm, cfg, corpus)
+
+    def finish(error: str | None) -> Reproduction:
+        timings["total"] = time.perf_counter() - t_start
+        run_info = {
+            "models": list(models),
+            "corpus": corpus,
+            "experiments": [e for e in EXPERIMENTS if e in todo],
+            "context_clamped": clamped,
+            "budget": budget.to_dict(),
+            "timings_s": timings,
+            "torch_threads": torch.get_num_threads(),
+            "error": error,
+        }
+        result = Reproduction(rows, run_info)
+        if out is not None and (rows or error is None):
+            result.save(Path(out))
+        return result
+
+    try:
+        experiments_()
+    except Exception as exc:  # keep the finished claims of a long run, then re-raise
+        finish(f"{type(exc).__name__}: {exc}")
+        raise
+    return finish(None)
