@@ -403,7 +403,7 @@ def massive_activation_verdict(max_abs: float, max_ratio: float) -> Verdict:
     Over layers: the largest ``|h|`` and its ratio to the median. Reproduced both
     thresholds met; partly one of them, or both at a tenth (``> 10``, ``> 100x``); else not.
 
-    >>> [massive_activation_verdict(*x) for x in ((2e4, 2e4), (50, 500), (5, 5))]
+    >>> [massive_activation_verdict(*x) for x in ((2e4, 2e4), (50.0, 500.0), (5.0, 5.0))]
     ['reproduced', 'partly', 'not reproduced']
     """
     big = _finite(max_abs) and max_abs > 100
@@ -422,7 +422,7 @@ def super_neuron_verdict(top_abs: float, top_share: float, top3_share: float) ->
     Reproduced ``top_abs >= 100`` and ``top_share >= 0.5``; partly ``top_abs >= 100``
     and ``top3_share >= 0.5`` (a few neurons share it); else not.
 
-    >>> [super_neuron_verdict(*x) for x in ((1e4, 0.7, 0.99), (1e4, 0.3, 0.6), (5, 0.9, 0.9))]
+    >>> [super_neuron_verdict(*x) for x in ((1e4, 0.7, 0.99), (1e4, 0.3, 0.6), (5.0, 0.9, 0.9))]
     ['reproduced', 'partly', 'not reproduced']
     """
     if not (_finite(top_abs) and top_abs >= 100):
