@@ -21,6 +21,7 @@ _VERDICT_CSS = """
 .v-reproduced{color:#1a7f37;font-weight:600} .v-partly{color:#9a6700;font-weight:600}
 .v-not{color:#b42318;font-weight:600} .claim{display:inline-block;width:380px;
 vertical-align:top;margin:0 1em 1.2em 0} .claim p{margin:.2em 0;font-size:13px}
+.claims td,.claims th{text-align:left}
 """
 
 
@@ -109,7 +110,8 @@ def write_claims_report(rows: list[dict[str, Any]], run: dict[str, Any], path: P
         f"<h1>{_esc(title)}</h1><p>{len(rows)} claims x models: {summary}. Thresholds of the "
         "verdicts are ours (tl_geom.verdicts); a claim that fails here is a finding about "
         "these models at this scale.</p>"
-        f"<h2>Claims</h2>{table}<h2>Plots</h2>{''.join(cards)}"
+        f'<h2>Claims</h2><div class="claims">{table}</div>'
+        f"<h2>Plots</h2>{''.join(cards)}"
         f"<h2>Provenance</h2><pre>{_esc(json.dumps(run, indent=2, default=str))}</pre>"
     )
     page = (
