@@ -29,6 +29,14 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _source_args(p: argparse.ArgumentParser, windows: int, ctx: int, what: str) -> None:
+    """``--model --corpus --windows --ctx``, shared by the subcommands that cut windows."""
+    p.add_argument("--model", default="smollm2-135m", help="shipped name, local dir or hub id")
+    p.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
+    p.add_argument("--windows", type=int, default=windows, help=f"{what} (default {windows})")
+    p.add_argument("--ctx", type=int, default=ctx, help=f"tokens per window L (default {ctx})")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tl-geom", description="Geometry of attention heads, from the command line."
@@ -38,10 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         "analyze",
         help="per-head geometry over corpus windows: metrics.csv, heads.csv, report.html",
     )
-    a.add_argument("--model", default="smollm2-135m", help="shipped name, local dir or hub id")
-    a.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
-    a.add_argument("--windows", type=int, default=8, help="number of windows (default 8)")
-    a.add_argument("--ctx", type=int, default=1024, help="tokens per window L (default 1024)")
+    _source_args(a, 8, 1024, "number of windows")
     a.add_argument("--n", type=_int_list, default=None, help="N grid (default 1,2,4,...,L/2)")
     a.add_argument("--queries", choices=["last", "all"], default="last", help="query rows")
     a.add_argument("--draws", type=int, default=16, help="random subsets per row (default 16)")
@@ -65,10 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         "sparsify",
         help="remove heads by type/metric rules; held-out loss: sparsify.csv, report.html",
     )
-    p.add_argument("--model", default="smollm2-135m", help="shipped name, local dir or hub id")
-    p.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
-    p.add_argument("--windows", type=int, default=4, help="scoring windows (default 4)")
-    p.add_argument("--ctx", type=int, default=256, help="tokens per window L (default 256)")
+    _source_args(p, 4, 256, "scoring windows")
     p.add_argument("--heldout", type=int, default=4, help="held-out windows (default 4)")
     p.add_argument("--seeds", type=int, default=3, help="seeds of the random rule (default 3)")
     p.add_argument(
@@ -84,12 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "summary",
         help="per-layer sink mass, entropy and top-N separability of the final query",
     )
-    s.add_argument(
-        "--model", default="smollm2-135m", help="shipped name, local dir or cached hub id"
-    )
-    s.add_argument("--corpus", default="war_and_peace", help="shipped corpus name or a UTF-8 file")
-    s.add_argument("--windows", type=int, default=2, help="number of windows (default 2)")
-    s.add_argument("--ctx", type=int, default=256, help="tokens per window (default 256)")
+    _source_args(s, 2, 256, "number of windows")
     s.add_argument("--n", type=_int_list, default=[1, 4, 16], help="N values, e.g. 1,4,16")
     h = sub.add_parser(
         "headnorm",
