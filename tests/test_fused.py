@@ -246,3 +246,17 @@ def test_fused_model_has_no_hook_points(model_dirs: dict[str, Path]) -> None:
     with pytest.raises(TlGeomError, match="no TransformerLens hook points"):
         capture_attention(fused, torch.tensor([[1, 2, 3]]))
     assert fused.to_tokens("hello world")[0, 0] == fused.tokenizer.cls_token_id
+
+
+@pytest.mark.slow
+def test_smollm2_rows_equal_hook_pattern_within_1e5() -> None:
+    """The contract on the shipped model: sdpa rows = the bridge's eager hook_pattern rows."""
+    from tl_geom.data import load_corpus, token_windows
+
+    bridge, fused = load_model("smollm2-135m"), load_fused_model("smollm2-135m")
+    tokens = token_windows(fused.tokenizer, load_corpus("war_and_peace"), ctx=128, windows=1)
+    rows = [0, 1, 63, 127]
+    a = capture_attention(bridge, tokens, layers=[0, 14, 29], queries=rows)
+    b = capture_attention(fused, tokens, layers=[0, 14, 29], queries=rows, backend="sdpa")
+    torch.testing.assert_close(b.pattern, a.pattern, atol=1e-5, rtol=0)
+    torch.testing.assert_close(b.values, a.values, atol=1e-4, rtol=1e-4)
