@@ -156,22 +156,17 @@ def separability_all_queries(
     ([nan, 1.0, 1.0], [1, 2, 3])
     """
     _check_pattern(pattern, values)
-    q_len, length = pattern.shape[-2:]
-    first = length - q_len if causal else 0
-    visible = torch.arange(q_len, device=pattern.device) + first + 1
-    mask = torch.arange(length, device=pattern.device) < visible.unsqueeze(-1)  # [Q, L]
-    check_weights(pattern, key_mask=mask if causal else None, atol=atol)
-    # A view, cast per chunk: einops.pack would copy the whole pattern first.
+    # A view, cast (and checked) per chunk: einops.pack would copy the whole pattern first.
     p = einops.rearrange(pattern, "... query key -> (...) query key")
     return _all_queries(
         lambda start, stop: p[:, start:stop],
         values,
         n,
-        q_len=q_len,
+        q_len=pattern.shape[-2],
         causal=causal,
         chunk=chunk,
         dtype=dtype,
-        atol=None,
+        atol=atol,
     )
 
 
@@ -213,9 +208,9 @@ def _all_queries(
     causal: bool,
     chunk: int,
     dtype: torch.dtype,
-    atol: float | None,
+    atol: float,
 ) -> QuerySeparability:
-    """The chunk loop: ``get(start, stop)`` gives ``[rows, c, L]``; checked unless atol=None."""
+    """The chunk loop: ``get(start, stop)`` gives ``[rows, c, L]``, each chunk checked."""
     check_count("chunk", chunk)
     length = values.shape[-2]
     ns = check_n(n, length)
@@ -244,8 +239,7 @@ def _all_queries(
                 f"rows({start}, {start + m.shape[0]}) gave shape {tuple(p_chunk.shape)}, "
                 f"expected {(rows, m.shape[0], length)} (the leading dims of values, flattened)"
             )
-        if atol is not None:
-            check_weights(p_chunk, key_mask=m if causal else None, atol=atol)
+        check_weights(p_chunk, key_mask=m if causal else None, atol=atol)
         a = torch.where(m, p_chunk.to(dtype), zero)  # future ignored
         # Future keys rank after every visible key (weights are >= 0). Zeroed future
         # weights would already lose ties to earlier keys; -1 makes it explicit.
