@@ -170,6 +170,8 @@ def _rows_attention(
     """The registered attention function: stream the rows, then run the fused kernel."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    is_causal = kwargs.get("is_causal")
+    causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
     collector = _ACTIVE.get()
     if collector is not None:
         layer = getattr(module, "layer_idx", None)
@@ -177,8 +179,6 @@ def _rows_attention(
             layer = collector.calls
         collector.calls += 1
         if layer in collector.layers:
-            is_causal = kwargs.get("is_causal")
-            causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
             q, k = query.detach(), key.detach()
 
             def rows(positions: Sequence[int]) -> Tensor:
@@ -203,8 +203,6 @@ def _rows_attention(
                 f"{type(module).__name__} soft-caps its attention logits and its module has no "
                 "eager_attention_forward; use --backend hooks (backend='hooks')"
             )
-        is_causal = kwargs.get("is_causal")
-        causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
         mask = _additive_mask(attention_mask, query, key, causal)
         return eager(module, query, key, value, mask, **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
