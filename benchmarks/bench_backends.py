@@ -8,14 +8,17 @@ Side by side in one run, per context length L (War and Peace window 1, final que
   c. the same forward (a) with the rows streamed to a no-op reducer: the cost of the
      backend alone, without the metrics;
   d. ``run_window`` through the ``hooks`` backend (TransformerBridge, eager attention),
-     skipped at L above ``--hooks-max`` (at 8192 it takes minutes).
+     skipped at L above ``--hooks-max`` (at 8192 it takes minutes);
+  e. (b) with ``draws = 0``: every metric but the random baseline;
+  f. (b) with ``queries = "all"``: all-query maps (chunked, float64) and the baseline on
+     16 rows, once, at L up to ``--all-max``.
 
 Then the peak RSS of one ``sdpa`` window at ``--long-ctx`` in a fresh process
 (``getrusage`` max RSS, model load included). Device: cuda when available and
 ``--device cuda``; otherwise cpu (this says so).
 
     .venv/bin/python benchmarks/bench_backends.py [--ctx 1024,8192] [--hooks-max 1024]
-        [--repeat 3] [--device cpu] [--skip-long]
+        [--all-max 1024] [--repeat 3] [--device cpu] [--skip-long]
 """
 
 import argparse
@@ -27,12 +30,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from tl_geom.data import load_corpus, token_windows
-from tl_geom.fused import load_fused_model
+from tl_geom.fused import ATTN_NAME, load_fused_model
 from tl_geom.hooks import model_dims
 from tl_geom.models import load_model
 from tl_geom.pipeline import default_n
@@ -82,15 +86,19 @@ def child(ctx: int, device: str) -> None:
 
 
 def measure(
-    fused: Any, bridge: Any | None, tokens: torch.Tensor, rep: int
-) -> tuple[float, float, float, float | None]:
-    """Median seconds of (a) plain forward, (c) + streamed rows, (b) sdpa and (d) hooks."""
+    fused: Any, bridge: Any | None, tokens: torch.Tensor, rep: int, all_queries: bool
+) -> dict[str, float]:
+    """Median seconds of every variant (see the module docstring), keyed by column."""
     ctx = tokens.shape[1]
     spec = spec_for(fused, ctx)
 
     def plain() -> None:
-        with torch.no_grad():
-            fused(tokens)
+        fused.hf.set_attn_implementation("sdpa")  # transformers' own, not tl_geom's function
+        try:
+            with torch.no_grad():
+                fused(tokens)
+        finally:
+            fused.hf.set_attn_implementation(ATTN_NAME)
 
     def rows_only() -> None:
         with torch.no_grad(), fused.stream(spec.layers, lambda _l, lay: lay.rows([ctx - 1])):
@@ -100,18 +108,33 @@ def measure(
         "plain": plain,
         "rows": rows_only,
         "sdpa": lambda: run_window(fused, tokens, spec, 1),
+        "sdpa0": lambda: run_window(fused, tokens, replace(spec, draws=0), 1),
     }
     if bridge is not None:
         fns["hooks"] = lambda: run_window(bridge, tokens, spec, 1)
     t = timed(fns, rep)
-    base, streamed, sdpa, hooks = t["plain"], t["rows"], t["sdpa"], t.get("hooks")
-    return base, streamed, sdpa, hooks
+    if all_queries:  # minutes: once, no warm-up (the model is warm)
+        gc.collect()
+        t0 = time.perf_counter()
+        run_window(fused, tokens, replace(spec, queries="all"), 1)
+        t["all"] = time.perf_counter() - t0
+    return t
+
+
+COLUMNS = {
+    "rows": "+ rows streamed",
+    "sdpa": "run_window sdpa",
+    "sdpa0": "sdpa, draws 0",
+    "all": "sdpa, all queries",
+    "hooks": "run_window hooks",
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ctx", default="1024,8192", help="context lengths L")
     parser.add_argument("--hooks-max", type=int, default=1024, help="largest L for hooks")
+    parser.add_argument("--all-max", type=int, default=1024, help="largest L for all queries")
     parser.add_argument("--repeat", type=int, default=3, help="timed repeats (median)")
     parser.add_argument("--long-ctx", type=int, default=8192, help="L of the memory run")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -131,28 +154,24 @@ def main() -> int:
     fused = load_fused_model("smollm2-135m", device=args.device)
     bridge = load_model("smollm2-135m", device=args.device)
     text = load_corpus("war_and_peace")
-    rows = []
+    rows: list[tuple[int, dict[str, float]]] = []
     for ctx in (int(c) for c in args.ctx.split(",")):
         tokens = token_windows(fused.tokenizer, text, ctx=ctx, windows=2)[1:].to(args.device)
         rep = args.repeat if ctx <= 2048 else 1
         hooks_model = bridge if ctx <= args.hooks_max else None
-        base, streamed, sdpa, hooks = measure(fused, hooks_model, tokens, rep)
-        rows.append((ctx, base, streamed, sdpa, hooks))
-        hooks_s = f"{hooks:.2f} s ({hooks / base:.1f}x)" if hooks else "skipped"
-        print(
-            f"L={ctx}: plain forward {base:.2f} s; forward + streamed rows {streamed:.2f} s "
-            f"({streamed / base:.2f}x); run_window sdpa {sdpa:.2f} s ({sdpa / base:.2f}x); "
-            f"run_window hooks {hooks_s}",
-            flush=True,
+        t = measure(fused, hooks_model, tokens, rep, ctx <= args.all_max)
+        rows.append((ctx, t))
+        shown = "; ".join(
+            f"{name} {t[k]:.2f} s ({t[k] / t['plain']:.2f}x)"
+            for k, name in COLUMNS.items()
+            if k in t
         )
-    print("\n| L | plain SDPA forward | + rows streamed | run_window sdpa | run_window hooks |")
-    print("|---:|---:|---:|---:|---:|")
-    for ctx, base, streamed, sdpa, hooks in rows:
-        h = f"{hooks:.2f} s ({hooks / base:.1f}x)" if hooks else "-"
-        print(
-            f"| {ctx} | {base:.2f} s | {streamed:.2f} s ({streamed / base:.2f}x) | "
-            f"{sdpa:.2f} s ({sdpa / base:.2f}x) | {h} |"
-        )
+        print(f"L={ctx}: plain forward {t['plain']:.2f} s; {shown}", flush=True)
+    print("\n| L | plain SDPA forward | " + " | ".join(COLUMNS.values()) + " |")
+    print("|---:|---:|" + "---:|" * len(COLUMNS))
+    for ctx, t in rows:
+        cells = [f"{t[k]:.2f} s ({t[k] / t['plain']:.2f}x)" if k in t else "-" for k in COLUMNS]
+        print(f"| {ctx} | {t['plain']:.2f} s | " + " | ".join(cells) + " |")
     if not args.skip_long:
         del fused, bridge
         cmd = [sys.executable, __file__, "--child", str(args.long_ctx), "--device", args.device]

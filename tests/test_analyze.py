@@ -171,9 +171,32 @@ def test_all_queries_mode(tiny_dir: Path) -> None:
     assert res.run["config"]["queries"] == "all"
 
 
+@pytest.mark.parametrize("queries", ["last", "all"])
+def test_draws_zero_skips_only_the_baseline(
+    tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsys: Any, queries: str
+) -> None:
+    """--draws 0: NaN random columns, every other number as in a run with the baseline."""
+    args = _args(tiny_dir, corpus_file, tmp_path / "with", "--queries", queries)
+    assert main(args) == 0
+    capsys.readouterr()
+    args = _args(tiny_dir, corpus_file, tmp_path / "without", "--queries", queries, "--draws", "0")
+    args.remove("--no-report")
+    assert main(args) == 0
+    assert "no random baseline" in capsys.readouterr().out
+    full, bare = (Analysis.load(tmp_path / d) for d in ("with", "without"))
+    random_cols = [c for c in full.metrics.columns if "_random" in c]
+    assert len(random_cols) >= 3 and bare.metrics[random_cols].isna().all().all()
+    assert full.metrics[random_cols].notna().all().all()
+    rest = full.metrics.columns.difference(random_cols)
+    pd.testing.assert_frame_equal(full.metrics[rest], bare.metrics[rest])
+    pd.testing.assert_frame_equal(full.heads, bare.heads)
+    page = (tmp_path / "without" / "report.html").read_text(encoding="utf-8")
+    assert "No random baseline in this run" in page and "F1 - random" not in page
+
+
 def test_config_validation() -> None:
-    with pytest.raises(TlGeomError, match="draws=0"):
-        pipeline_mod.AnalyzeConfig(draws=0)
+    with pytest.raises(TlGeomError, match="draws=-1"):
+        pipeline_mod.AnalyzeConfig(draws=-1)
     with pytest.raises(TlGeomError, match="ctx=3 too short"):
         pipeline_mod.AnalyzeConfig(ctx=3)
     assert pipeline_mod.AnalyzeConfig(ctx=1024).n_grid == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

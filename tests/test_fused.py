@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given
@@ -222,6 +223,21 @@ def test_cli_sdpa_backend_and_bad_input(
     assert "backend sdpa" in capsys.readouterr().out  # auto picks sdpa for Llama
     assert main([*base, "--out", str(tmp_path / "cuda"), "--device", "cuda"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_cli_backends_write_the_same_metrics_in_float64(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The issue's contract, from the command line: metrics.csv agrees within 1e-6."""
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    base = ["analyze", "--model", str(model_dirs["llama-gqa"]), "--corpus", str(corpus)]
+    base += ["--windows", "2", "--ctx", "16", "--no-report", "--dtype", "float64"]
+    for backend in ("hooks", "sdpa"):
+        assert main([*base, "--backend", backend, "--out", str(tmp_path / backend)]) == 0
+    hooks, sdpa = (pd.read_csv(tmp_path / b / "metrics.csv") for b in ("hooks", "sdpa"))
+    assert list(hooks.columns) == list(sdpa.columns) and len(hooks) == len(sdpa) > 0
+    np.testing.assert_allclose(hooks.to_numpy(float), sdpa.to_numpy(float), atol=1e-6)
 
 
 def test_sdpa_refuses_models_it_cannot_serve() -> None:

@@ -18,7 +18,13 @@ from torch import Tensor
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
 from tl_geom.geometry import check_count, flat_values, tidy_frame
 
-__all__ = ["CHUNK_ELEMENTS", "RandomSeparability", "random_counts", "random_ranks", "random_separability"]
+__all__ = [
+    "CHUNK_ELEMENTS",
+    "RandomSeparability",
+    "random_counts",
+    "random_ranks",
+    "random_separability",
+]
 
 CHUNK_ELEMENTS = 2**20
 """``g`` scores (float64: 8 MiB) computed per chunk of the baseline on the CPU.

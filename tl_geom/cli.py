@@ -5,9 +5,12 @@ one line on stderr and exit with code 2, without a traceback.
 """
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
+
+import numpy as np
 
 from tl_geom.errors import TlGeomError
 
@@ -49,7 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     _source_args(a, 8, 1024, "number of windows")
     a.add_argument("--n", type=_int_list, default=None, help="N grid (default 1,2,4,...,L/2)")
     a.add_argument("--queries", choices=["last", "all"], default="last", help="query rows")
-    a.add_argument("--draws", type=int, default=16, help="random subsets per row (default 16)")
+    a.add_argument(
+        "--draws",
+        type=int,
+        default=16,
+        help="random subsets per row (default 16; 0: no random baseline)",
+    )
     a.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     a.add_argument("--layers", type=_int_list, default=None, help="layers (default all)")
     a.add_argument("--out", default="tl_geom_out", help="output directory")
@@ -64,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--device", default=None, help="cpu (default) or cuda")
     a.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="model dtype"
+        "--dtype",
+        choices=["float32", "bfloat16", "float16", "float64"],
+        default="float32",
+        help="model dtype (float64: backends agree to 1e-6)",
     )
     p = sub.add_parser(
         "sparsify",
@@ -250,11 +261,12 @@ def _analyze(args: argparse.Namespace) -> int:
     n_min = next((k for k in grid if k > 1), grid[0])  # N = 1 is always perfect
     first = m[m["n"] == n_min]
     t = result.run["timings_s"]
+    rnd = float(np.asarray(first["f1_random"], dtype=np.float64).mean())
     print(
         f"{args.model}: {args.windows} windows x {args.ctx} tokens, "
         f"{m['layer'].nunique()} layers x {m['head'].nunique()} heads, N = {sorted(set(m['n']))}.\n"
         f"At N={n_min}: mean F1 {first['f1'].mean():.3f} "
-        f"(random subsets {first['f1_random'].mean():.3f}); "
+        f"({'no random baseline' if math.isnan(rnd) else f'random subsets {rnd:.3f}'}); "
         f"mean sink mass {result.heads['sink_mass'].mean():.3f}. "
         f"{t['windows_run']} windows run, {t['windows_resumed']} resumed, {t['total']:.1f}s "
         f"(backend {result.run['backend']}).\n"

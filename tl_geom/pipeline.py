@@ -47,7 +47,15 @@ from tl_geom.window import (
 
 __all__ = ["AnalyzeConfig", "aggregate", "analyze", "default_n", "open_model"]
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
+"""Model dtypes. ``float64`` is the one under which the two backends' tables agree to
+1e-6 by construction (their attention rows then differ by ~1e-15); in float32 the rows
+differ by ~1e-6, and a count of P or R can flip where two distances tie that closely."""
 BACKENDS = ("auto", "hooks", "sdpa")
 
 
@@ -71,7 +79,7 @@ class AnalyzeConfig:
         ctx: tokens per window L (the first is BOS/[CLS]).
         n: the N grid; default powers of two up to L/2.
         queries: ``"last"`` (final query row) or ``"all"`` (every row, averaged).
-        draws: random subsets per row for the baseline.
+        draws: random subsets per row for the baseline (0: none, NaN columns).
         seed: seed of the random baseline and of the envelope simulation.
         layers: layers to analyse (None: all).
         start: first body token of window 0 in the corpus.
@@ -100,8 +108,10 @@ class AnalyzeConfig:
             raise TlGeomError(f"ctx={self.ctx} too short; use at least 4 tokens per window")
         if self.queries not in ("last", "all"):
             raise TlGeomError(f"queries must be 'last' or 'all', got {self.queries!r}")
-        if self.draws < 1:
-            raise TlGeomError(f"draws={self.draws}; use at least one random draw")
+        if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 0:
+            raise TlGeomError(
+                f"draws={self.draws!r}; give random subsets per row >= 1, or 0 for no baseline"
+            )
         if self.dtype not in DTYPES:
             raise TlGeomError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for k in self.n_grid:
@@ -218,7 +228,7 @@ def analyze(
         ctx: tokens per window.
         n: the N grid (default: powers of two up to ctx/2).
         queries: ``"last"`` or ``"all"``.
-        draws: random subsets per row for the baseline.
+        draws: random subsets per row for the baseline (0: none, NaN columns).
         seed: seed of the baseline and of the envelope simulation.
         layers: layers to analyse (default all).
         out: directory for per-window results and tables (None: in memory only).

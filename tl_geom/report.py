@@ -163,7 +163,9 @@ def _summary(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) ->
     parts = [_table(("run", ""), rows)]
     text: list[str] = []
     n_heads = len(layers) * len(heads)
-    for n in dict.fromkeys([ns[0], ns[-1]] if ns else []):
+    if not _has_baseline(a):
+        text.append("No random baseline in this run (draws = 0): top-N only.")
+    for n in dict.fromkeys([ns[0], ns[-1]] if ns and _has_baseline(a) else []):
         sel = column(a.metrics, "n") == n
         f1 = column(a.metrics, "f1")[sel]
         rnd = column(a.metrics, "f1_random")[sel]
@@ -194,6 +196,13 @@ def _summary(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) ->
         counts = a.heads["type"].fillna("missing").astype(str).value_counts()
         parts.append("<h3>Head types</h3>" + _table(("type", "heads"), list(counts.items())))
     return "".join(parts)
+
+
+def _has_baseline(a: Analysis) -> bool:
+    """Whether metrics.csv holds any random-baseline value (not a ``draws = 0`` run)."""
+    from tl_geom.viz import column
+
+    return bool(np.isfinite(column(a.metrics, "f1_random")).any())
 
 
 def _curves(a: Analysis) -> str:
@@ -229,6 +238,7 @@ def _heatmaps(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) -
     gaps = [
         (f"F1 - random, N = {n}", _grid(m, gap, layers, heads, s), "RdBu", "symmetric")
         for n, s in zip(chosen, sel, strict=True)
+        if _has_baseline(a)
     ]
     every = np.ones(len(a.heads), dtype=bool)
     per_head = [

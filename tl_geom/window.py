@@ -58,7 +58,8 @@ class WindowSpec:
         queries: ``"last"`` (the final query row) or ``"all"`` (every row, averaged;
             the random baseline then uses ``random_rows`` evenly spaced rows that see
             more than max(N) keys [ours]).
-        draws: random subsets per row for the baseline.
+        draws: random subsets per row for the baseline; 0 skips the baseline (its
+            columns are NaN), which is most of the metric cost on a CPU.
         seed: base seed; the baseline of window w, layer l uses ``seed + 1009 w + l``.
         causal: whether query rows see only their past (decoders).
         layers: the layers to analyse.
@@ -111,15 +112,16 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
         s_n = top.s
         for key in TOP_KEYS:
             out[key] = getattr(top, key)
-        rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed)
-        baseline = (rnd.precision, rnd.recall, rnd.f1)
+        baseline = _random_last(alpha, values, spec, seed)
     else:
         allq = separability_all_queries_streamed(
             lambda start, stop: rows(range(start, stop)), values, spec.n, causal=spec.causal
         )
         for key in TOP_KEYS:
             out[key] = getattr(allq, key).nanmean(dim=-2)
-        baseline = _random_over_rows(rows, values, spec, seed)
+        baseline = (
+            _random_over_rows(rows, values, spec, seed) if spec.draws else _no_baseline(alpha, spec)
+        )
     out.update(zip(RANDOM_KEYS, baseline, strict=True))
     # Value diagnostics are per KV head (shared by its query heads): compute once each.
     kv_values = einops.rearrange(v_kv[0], "k h d -> h k d")
@@ -146,6 +148,22 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
         out[key] = getattr(curves, key)
     out["profile"] = alpha  # float64: the 4-segment fit amplifies float32 rounding
     return {k: v.detach().cpu() for k, v in out.items()}
+
+
+def _no_baseline(alpha: Tensor, spec: WindowSpec) -> tuple[Tensor, Tensor, Tensor]:
+    """NaN P, R, F ``[H, N]``: the baseline was not asked for (``draws == 0``)."""
+    nan = torch.full((alpha.shape[0], len(spec.n)), float("nan"), dtype=torch.float64)
+    return nan, nan.clone(), nan.clone()
+
+
+def _random_last(
+    alpha: Tensor, values: Tensor, spec: WindowSpec, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Final-query baseline: mean P, R, F of ``spec.draws`` random N-subsets per head."""
+    if not spec.draws:
+        return _no_baseline(alpha, spec)
+    rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed)
+    return rnd.precision, rnd.recall, rnd.f1
 
 
 def _random_over_rows(
