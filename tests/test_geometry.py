@@ -27,7 +27,12 @@ from tl_geom.all_queries import (
     separability_all_queries,
     separability_all_queries_streamed,
 )
-from tl_geom.baseline import RandomSeparability, random_ranks, random_separability
+from tl_geom.baseline import (
+    RandomSeparability,
+    random_counts,
+    random_ranks,
+    random_separability,
+)
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry import separability, top_n_rank
 
@@ -370,6 +375,19 @@ def test_random_separability_matches_reference_on_same_subsets(case, draws: int,
                 std = per_n(getattr(res, f"{field}_std"), scalar, j)[idx]
                 assert float(mean) == pytest.approx(statistics.fmean(per_draw), rel=1e-12)
                 assert float(std) == pytest.approx(statistics.pstdev(per_draw), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 40, 200, 300, 10**9])
+def test_random_counts_do_not_depend_on_the_chunking(chunk: int) -> None:
+    # 1 and 40: one draw of one row at a time; 200: one row, all draws; 300: two rows.
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(5, 12, generator=gen, dtype=torch.float64).softmax(-1)
+    v = torch.randn(5, 12, 3, generator=gen, dtype=torch.float64)
+    rank = random_ranks((5,), 12, draws=3, seed=4)
+    n = torch.tensor([1, 3, 7])
+    whole = random_counts(a, v, rank, n, chunk=10**9)
+    for x, y in zip(random_counts(a, v, rank, n, chunk=chunk), whole, strict=True):
+        assert x.shape == (5, 3, 3) and torch.equal(x, y)
 
 
 def test_random_separability_mean_by_hand() -> None:

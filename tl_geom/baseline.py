@@ -29,9 +29,11 @@ __all__ = [
 CHUNK_ELEMENTS = 2**20
 """``g`` scores (float64: 8 MiB) computed per chunk of the baseline on the CPU.
 
-Small enough for the chunk's temporaries to stay in a 32 MiB L3 cache: one pass over
-all draws at once at L = 8192 (nine heads, 13 N, 16 draws: 15 M scores) was bound by
-memory traffic and 2-3x slower. On an accelerator the chunk is 64x larger."""
+Small enough for a chunk's temporaries to stay in a 32 MiB L3 cache. Measured at
+L = 8192 (9 heads, 13 N, 16 draws: 15 M scores; 2-core CPU): all at once 587 ms,
+bound by memory traffic; one draw of all heads per chunk 322 ms (the matmuls then have
+13 rows and read the values once per draw); rows first, as many draws as fit, 220-230
+ms (2**19 to 2**21 within noise). On an accelerator the chunk is 64x larger."""
 
 
 @dataclass(frozen=True)
@@ -225,12 +227,13 @@ def random_counts(
     """P, R, F ``[b, draw, nn]`` of the subsets ``J = {k : rank_k < N}`` of each row.
 
     With ``y_k = a_k v_k`` and ``s = sum_J y``:
-        g_k = <s, 2 y_k> - ||y_k||^2               (one matmul with a per-key bias)
+        g_k = <2 s, y_k> - ||y_k||^2               (one matmul with a per-key bias)
         #FP = #{k : g_k >= min_J g} - N            (every member of J attains >= its min)
         #TP = #{k : g_k >  max_{k not in J} g}     (no non-member exceeds its own max)
     so neither count needs the selection mask, only the two thresholds do. This is
     :func:`tl_geom.geometry.separation` without the radii, which the baseline does
-    not report (tests: the two agree on every subset).
+    not report (tests/test_geometry.py checks it against exact rational arithmetic on
+    the same subsets, and chunked against unchunked).
 
     Rows x draws go in chunks of about ``chunk`` scores (default ``CHUNK_ELEMENTS`` on
     the CPU, 64x that elsewhere): a short loop over chunks, each batched over its rows,
@@ -240,11 +243,13 @@ def random_counts(
     draws, nn = rank.shape[1], n.shape[0]
     if chunk is None:
         chunk = CHUNK_ELEMENTS * (1 if a.device.type == "cpu" else 64)
-    per_draw = nn * length
-    draw_step = max(1, min(draws, chunk // max(1, rows * per_draw)))
-    row_step = rows if draw_step > 1 else max(1, min(rows, chunk // per_draw))
+    # Rows first, each with all its draws where they fit: the two matmuls then have
+    # draws * nn rows each and read a row's values once, not once per draw.
+    per_row = draws * nn * length
+    row_step = max(1, min(rows, chunk // per_row))
+    draw_step = draws if chunk >= per_row else max(1, chunk // (nn * length))
     y = a.unsqueeze(-1) * v
-    y2 = einops.rearrange(2.0 * y, "b key d -> b d key")
+    y_t = einops.rearrange(y, "b key d -> b d key")  # a view
     bias = -(y * y).sum(-1).unsqueeze(1)  # [b, 1, key]
     inf = torch.tensor(float("inf"), dtype=a.dtype, device=a.device)
     nf = n.to(a.dtype)
@@ -256,7 +261,9 @@ def random_counts(
             ts = slice(t0, t0 + draw_step)
             sel = rank[rs, ts].unsqueeze(-2) < n.view(-1, 1)  # [b, t, nn, key]
             s = torch.einsum("btnk,bkd->btnd", sel.to(a.dtype), y[rs])
-            g = torch.baddbmm(bias[rs], einops.rearrange(s, "b t nn d -> b (t nn) d"), y2[rs])
+            # <2 s, y_k> is <s, 2 y_k> bit for bit (scaling by 2 is exact), at |s| cost.
+            s2 = einops.rearrange(2.0 * s, "b t nn d -> b (t nn) d")
+            g = torch.baddbmm(bias[rs], s2, y_t[rs])
             g = einops.rearrange(g, "b (t nn) key -> b t nn key", nn=nn)
             g_min_sel = torch.where(sel, g, inf).amin(-1, keepdim=True)
             g_max_rest = torch.where(sel, -inf, g).amax(-1, keepdim=True)
