@@ -104,7 +104,10 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     alpha = rows([length - 1])[:, 0].double()  # [H, L], the final query
     n_heads = alpha.shape[0]
     groups = n_heads // v_kv.shape[2]
+    # float64 and contiguous once: every metric below reads these values (a strided
+    # view made the all-query matmuls copy per chunk).
     values = einops.rearrange(expand_kv(v_kv, n_heads), "b k h d -> b h k d")[0]
+    values = values.to(torch.float64, memory_format=torch.contiguous_format)
     out: dict[str, Tensor] = {}
     s_n = None
     if spec.queries == "last":
