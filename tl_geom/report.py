@@ -163,9 +163,10 @@ def _summary(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) ->
     parts = [_table(("run", ""), rows)]
     text: list[str] = []
     n_heads = len(layers) * len(heads)
-    if not _has_baseline(a):
+    has_baseline = _has_baseline(a)
+    if not has_baseline:
         text.append("No random baseline in this run (draws = 0): top-N only.")
-    for n in dict.fromkeys([ns[0], ns[-1]] if ns and _has_baseline(a) else []):
+    for n in dict.fromkeys([ns[0], ns[-1]] if ns and has_baseline else []):
         sel = column(a.metrics, "n") == n
         f1 = column(a.metrics, "f1")[sel]
         rnd = column(a.metrics, "f1_random")[sel]
@@ -230,6 +231,7 @@ def _heatmaps(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) -
     chosen = list(dict.fromkeys([ns[0], ns[len(ns) // 2], ns[-1]])) if ns else []
     m, f1 = a.metrics, column(a.metrics, "f1")
     gap = f1 - column(m, "f1_random")
+    has_baseline = _has_baseline(a)
     sel = [column(m, "n") == n for n in chosen]
     f1s = [
         (f"F1, N = {n}", _grid(m, f1, layers, heads, s), "viridis", "unit")
@@ -238,7 +240,7 @@ def _heatmaps(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) -
     gaps = [
         (f"F1 - random, N = {n}", _grid(m, gap, layers, heads, s), "RdBu", "symmetric")
         for n, s in zip(chosen, sel, strict=True)
-        if _has_baseline(a)
+        if has_baseline
     ]
     every = np.ones(len(a.heads), dtype=bool)
     per_head = [

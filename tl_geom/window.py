@@ -104,8 +104,7 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     alpha = rows([length - 1])[:, 0].double()  # [H, L], the final query
     n_heads = alpha.shape[0]
     groups = n_heads // v_kv.shape[2]
-    # float64 and contiguous once: every metric below reads these values (a strided
-    # view made the all-query matmuls copy per chunk).
+    # float64 and contiguous once: every metric below reads these values.
     values = einops.rearrange(expand_kv(v_kv, n_heads), "b k h d -> b h k d")[0]
     values = values.to(torch.float64, memory_format=torch.contiguous_format)
     out: dict[str, Tensor] = {}
@@ -115,16 +114,19 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
         s_n = top.s
         for key in TOP_KEYS:
             out[key] = getattr(top, key)
-        baseline = _random_last(alpha, values, spec, seed)
     else:
         allq = separability_all_queries_streamed(
             lambda start, stop: rows(range(start, stop)), values, spec.n, causal=spec.causal
         )
         for key in TOP_KEYS:
             out[key] = getattr(allq, key).nanmean(dim=-2)
-        baseline = (
-            _random_over_rows(rows, values, spec, seed) if spec.draws else _no_baseline(alpha, spec)
-        )
+    if not spec.draws:
+        baseline = _no_baseline(alpha, spec)
+    elif spec.queries == "last":
+        rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed)
+        baseline = (rnd.precision, rnd.recall, rnd.f1)
+    else:
+        baseline = _random_over_rows(rows, values, spec, seed)
     out.update(zip(RANDOM_KEYS, baseline, strict=True))
     # Value diagnostics are per KV head (shared by its query heads): compute once each.
     kv_values = einops.rearrange(v_kv[0], "k h d -> h k d")
@@ -157,16 +159,6 @@ def _no_baseline(alpha: Tensor, spec: WindowSpec) -> tuple[Tensor, Tensor, Tenso
     """NaN P, R, F ``[H, N]``: the baseline was not asked for (``draws == 0``)."""
     nan = torch.full((alpha.shape[0], len(spec.n)), float("nan"), dtype=torch.float64)
     return nan, nan.clone(), nan.clone()
-
-
-def _random_last(
-    alpha: Tensor, values: Tensor, spec: WindowSpec, seed: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Final-query baseline: mean P, R, F of ``spec.draws`` random N-subsets per head."""
-    if not spec.draws:
-        return _no_baseline(alpha, spec)
-    rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed)
-    return rnd.precision, rnd.recall, rnd.f1
 
 
 def _random_over_rows(
