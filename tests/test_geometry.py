@@ -408,6 +408,23 @@ def test_random_separability_mean_by_hand() -> None:
     assert torch.allclose(freq, torch.full((6,), 2 / 6, dtype=torch.float64), atol=0.02)
 
 
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
+        ),
+    ],
+)
+def test_random_ranks_are_the_same_wherever_they_are_sorted(device: str) -> None:
+    here = random_ranks((3, 2), 50, draws=4, seed=11)
+    there = random_ranks((3, 2), 50, draws=4, seed=11, device=device)
+    assert there.device.type == device and torch.equal(there.cpu(), here)
+    assert torch.equal(here.sort(-1).values, torch.arange(50).expand(3, 2, 4, 50))
+
+
 def test_random_separability_is_deterministic_and_layout_independent() -> None:
     gen = torch.Generator().manual_seed(0)
     alpha = torch.randn(2, 3, 10, generator=gen, dtype=torch.float64).softmax(-1)

@@ -96,6 +96,7 @@ def random_ranks(
     *,
     draws: int = 16,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> Int[Tensor, "*lead draw key"]:
     """Uniformly random ranks of the keys: one random permutation per row and draw.
 
@@ -109,16 +110,19 @@ def random_ranks(
     flattened row-major. The CPU stream fills in order, so the subsets of row r depend
     only on ``(seed, draws, L, r)``: not on the device, the dtype, a reshape of the
     leading dims, or rows after r. They change when rows before r are added or removed
-    (slice the result, not the input, to keep them).
+    (slice the result, not the input, to keep them). ``u`` is then sorted on ``device``
+    (stable, so even a tie in ``u`` orders the same everywhere): on a GPU the sort, the
+    costly part, runs there, and the ranks are the same as on the CPU.
 
     Args:
         lead: leading shape (``alpha.shape[:-1]``).
         length: number of keys L.
         draws: random permutations per row.
         seed: generator seed.
+        device: where to sort and return the ranks (default: the CPU).
 
     Returns:
-        ``[*lead, draws, L]`` int64 ranks on the CPU.
+        ``[*lead, draws, L]`` int64 ranks on ``device``.
 
     >>> r = random_ranks((), 4, draws=2, seed=0)
     >>> r.shape, sorted(r[0].tolist())
@@ -132,9 +136,9 @@ def random_ranks(
         rows *= s
     gen = torch.Generator().manual_seed(int(seed))
     u = torch.rand((rows, draws, length), dtype=torch.float64, generator=gen)
-    order = u.argsort(-1)
+    order = torch.argsort(u.to(device or "cpu"), dim=-1, stable=True)
     # The inverse permutation of ``order`` (what a second argsort gives), by one scatter.
-    ranks = torch.arange(length).expand_as(order)
+    ranks = torch.arange(length, device=order.device).expand_as(order)
     rank = torch.empty_like(order).scatter_(-1, order, ranks)
     return rank.reshape(*shape, draws, length)
 
@@ -193,7 +197,7 @@ def random_separability(
     a, packed = einops.pack([alpha.to(dtype)], "* key")
     v = flat_values(values, dtype)
     n_t = torch.tensor(ns, device=a.device)
-    rank = random_ranks((a.shape[0],), length, draws=draws, seed=seed).to(a.device)
+    rank = random_ranks((a.shape[0],), length, draws=draws, seed=seed, device=a.device)
     per_draw = random_counts(a, v, rank, n_t)
 
     def stat(x: Tensor, std: bool) -> Tensor:

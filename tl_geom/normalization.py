@@ -198,7 +198,7 @@ def random_cumulative_distance(
     if isinstance(draws, bool) or not isinstance(draws, Integral) or draws < 1:
         raise TlGeomError(f"draws={draws!r} must be an int >= 1")
     a, y, n_t, packed, scalar = _prepare(alpha, values, n, dtype, atol)
-    ranks = random_ranks((a.shape[0],), a.shape[-1], draws=int(draws), seed=seed).to(a.device)
+    ranks = random_ranks((a.shape[0],), a.shape[-1], draws=int(draws), seed=seed, device=a.device)
     per_draw: list[Tensor] = []
     for t in range(int(draws)):  # a loop over draws bounds memory at one top-N call each
         order = torch.argsort(ranks[:, t], dim=-1)  # keys in random order
