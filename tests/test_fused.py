@@ -240,6 +240,20 @@ def test_cli_backends_write_the_same_metrics_in_float64(
     np.testing.assert_allclose(hooks.to_numpy(float), sdpa.to_numpy(float), atol=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU (runs where one is)")
+@pytest.mark.parametrize("queries", ["last", "all"])
+def test_analyze_on_cuda_equals_the_cpu(queries: str, model_dirs: dict[str, Path]) -> None:
+    """Every metric on the GPU, with no CPU tensor mixed in, equals the CPU's (float64)."""
+    path = str(model_dirs["llama-gqa"])
+    kw: dict[str, Any] = {"text": TEXT, "windows": 2, "ctx": 16, "queries": queries}
+    cpu = analyze(load_fused_model(path, dtype=torch.float64), progress=False, **kw)
+    gpu = analyze(load_fused_model(path, dtype=torch.float64, device="cuda"), progress=False, **kw)
+    for table in ("metrics", "heads"):
+        a, b = getattr(cpu, table), getattr(gpu, table)
+        num = [c for c in a.select_dtypes("number").columns if not c.startswith("profile_")]
+        np.testing.assert_allclose(a[num].to_numpy(float), b[num].to_numpy(float), atol=1e-6)
+
+
 def test_sdpa_refuses_models_it_cannot_serve() -> None:
     bridge = tiny_model()
     with pytest.raises(TlGeomError, match="backend='hooks'"):

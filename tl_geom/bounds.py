@@ -147,9 +147,9 @@ def separation_gap(
 def _sorted_terms(a: Tensor, ns: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
     """Weights sorted descending ``[rows, L]``, ``A_N`` ``[rows, nn, 1]``, selected-rank mask."""
     a_sorted = torch.sort(a, dim=-1, descending=True).values
-    n_t = torch.tensor(ns)
+    n_t = torch.tensor(ns, device=a.device)
     big_a = a_sorted.cumsum(-1)[:, n_t - 1].unsqueeze(-1)
-    sel = torch.arange(a.shape[-1]).view(1, 1, -1) < n_t.view(1, -1, 1)
+    sel = torch.arange(a.shape[-1], device=a.device).view(1, 1, -1) < n_t.view(1, -1, 1)
     return a_sorted, big_a, sel
 
 
@@ -290,8 +290,9 @@ def certificate_from_values(
     top = torch.argsort(top_n_rank(a), dim=-1)[:, : max(ns)]
     u_top = torch.gather(u, 1, einops.repeat(top, "b r -> b r d", d=v.shape[-1]))
     cos = torch.einsum("bkd,brd->bkr", u, u_top).abs()
-    cos = cos.masked_fill(torch.arange(a.shape[-1]).view(1, -1, 1) == top.unsqueeze(1), 0.0)
-    c = cos.amax(1).cummax(-1).values[:, torch.tensor(ns) - 1]
+    keys = torch.arange(a.shape[-1], device=a.device)
+    cos = cos.masked_fill(keys.view(1, -1, 1) == top.unsqueeze(1), 0.0)
+    c = cos.amax(1).cummax(-1).values[:, torch.tensor(ns, device=a.device) - 1]
     b, big_b = norms.amin(-1, keepdim=True), norms.amax(-1, keepdim=True)
     lower, upper, cert, cs = _certify(a, ns, b, big_b, c)
     nn = len(ns)
@@ -360,7 +361,7 @@ def failure_envelope(
     cert = certificate(alpha, n, b=b, B=B, c=0.0, atol=atol)
     ns = check_n(n, alpha.shape[-1])
     length = alpha.shape[-1]
-    pairs = torch.tensor([k * (length - k) for k in ns], dtype=torch.float64)
+    pairs = torch.tensor([k * (length - k) for k in ns], dtype=torch.float64, device=alpha.device)
     if isinstance(n, Integral):
         pairs = pairs[0]
     gamma = cert.c_star

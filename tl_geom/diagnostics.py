@@ -136,7 +136,7 @@ def norm_stability(
     v, packed = _pack_values(values)
     _check_sink(sink, v.shape[1], need=3)
     norms = v.norm(dim=-1)
-    keep = torch.ones(v.shape[1], dtype=torch.bool)
+    keep = torch.ones(v.shape[1], dtype=torch.bool, device=v.device)
     keep[sink] = False
     rest = norms[:, keep]
     mean = rest.mean(-1)
@@ -202,19 +202,19 @@ def cosine_decay(
     if not 1 <= lag_max < length:
         raise TlGeomError(f"max_lag={max_lag} out of range 1..{length - 1} for L={length}")
     u = _unit(v)
-    keep = torch.ones(length, dtype=torch.float64)
+    keep = torch.ones(length, dtype=torch.float64, device=v.device)
     if sink is not None:
         keep[sink] = 0.0
         u = u * keep.view(1, -1, 1)  # a zero vector adds nothing to any lag sum
     sums = _lag_sums(u, lag_max)
     # counts[k] = #{i : i and i + k both kept}, exact in integers
-    k_all = torch.arange(lag_max + 1)
+    k_all = torch.arange(lag_max + 1, device=v.device)
     counts = (length - k_all).double()
     if sink is not None:
         counts -= (sink + k_all < length).double() + (sink - k_all >= 0).double()
         counts[0] += 1.0  # the pair (sink, sink) was removed twice
     mean_cos = sums / counts.clamp_min(1)
-    k = torch.arange(1, lag_max + 1, dtype=torch.float64)
+    k = torch.arange(1, lag_max + 1, dtype=torch.float64, device=v.device)
     m = mean_cos[:, 1:]
     fit_w = ((m > min_cos) & (counts[1:] > 0)).double()
     y = torch.log(m.clamp_min(1e-300))
@@ -248,7 +248,7 @@ def sink_similarity(values: Float[Tensor, "*lead key d"], *, sink: int = 0) -> T
     _check_sink(sink, v.shape[1])
     u = _unit(v)
     cos = torch.einsum("bd,bjd->bj", u[:, sink], u)
-    keep = torch.ones(v.shape[1], dtype=torch.bool)
+    keep = torch.ones(v.shape[1], dtype=torch.bool, device=v.device)
     keep[sink] = False
     return einops.unpack(cos[:, keep].mean(-1), packed, "*")[0]
 

@@ -72,9 +72,9 @@ def sink_importance(
             "pass every query row (queries=None) or causal=False"
         )
     counts = (
-        torch.arange(n_key, 0, -1, dtype=torch.float64)
+        torch.arange(n_key, 0, -1, dtype=torch.float64, device=a.device)
         if causal
-        else torch.full((n_key,), float(n_query), dtype=torch.float64)
+        else torch.full((n_key,), float(n_query), dtype=torch.float64, device=a.device)
     )
     return a.sum(-2) / counts
 
@@ -188,7 +188,7 @@ def kendall_tau(x: Float[Tensor, "*lead n"], y: Float[Tensor, "*lead n"]) -> Flo
         )
     sx = torch.sign(a.unsqueeze(-1) - a.unsqueeze(-2))
     sy = torch.sign(b.unsqueeze(-1) - b.unsqueeze(-2))
-    upper = torch.triu(torch.ones(a.shape[-1], a.shape[-1], dtype=torch.bool), 1)
+    upper = torch.triu(torch.ones(a.shape[-1], a.shape[-1], dtype=torch.bool, device=a.device), 1)
     s = (sx * sy)[..., upper].sum(-1)
     nx = (sx != 0)[..., upper].double().sum(-1)
     ny = (sy != 0)[..., upper].double().sum(-1)

@@ -159,7 +159,8 @@ def head_curves(
     a = alpha.double()
     v = values.double()
     if s is None:
-        selected = top_n_rank(a).unsqueeze(-2) < torch.tensor(ns).view(-1, 1)  # [..., nn, L]
+        n_t = torch.tensor(ns, device=a.device)
+        selected = top_n_rank(a).unsqueeze(-2) < n_t.view(-1, 1)  # [..., nn, L]
         s = torch.einsum("...nk,...kd->...nd", selected * a.unsqueeze(-2), v)
     else:
         if s.shape[-2] != len(ns) or s.shape[-1] != v.shape[-1]:
