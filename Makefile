@@ -28,8 +28,8 @@ demo: venv
 	$(PY) -m tl_geom analyze --windows 4 --ctx 512 --out runs/demo --resume
 
 lint: venv
-	$(VENV)/bin/ruff check tl_geom tests benchmarks
-	$(VENV)/bin/ruff format --check tl_geom tests benchmarks
+	$(VENV)/bin/ruff check tl_geom tests benchmarks tutorials
+	$(VENV)/bin/ruff format --check tl_geom tests benchmarks tutorials
 	$(VENV)/bin/pyright
 	$(VENV)/bin/lint-imports
 
