@@ -150,6 +150,7 @@ def test_resume_refuses_other_arguments(
         (["--windows", "500"], "the corpus is too short"),
         (["--model", "nobody/not-a-model-xyz"], "not available offline"),
         (["--windows", "0"], "windows=0"),
+        (["--taxonomy", "retriever=0.9"], "key one of retriever_min"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(
@@ -160,6 +161,19 @@ def test_user_errors_exit_2_with_one_line(
     assert code == 2
     assert message in err
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cli_taxonomy_thresholds(tiny_dir: Path, corpus_file: Path, tmp_path: Path) -> None:
+    """--taxonomy reaches the rules: recorded in run.json; a Retriever bar of 1.0 and a
+    Reset bar above every c_sink leave no head of either type."""
+    extra = ["--taxonomy", "retriever_min=1.0,sink_min=1.0,weak_max=0.1"]
+    assert main(_args(tiny_dir, corpus_file, tmp_path / "run", *extra)) == 0
+    res = Analysis.load(tmp_path / "run")
+    assert res.run["taxonomy"]["config"]["retriever_min"] == 1.0
+    assert res.run["taxonomy"]["config"]["weak_max"] == 0.1
+    early = res.heads["c_sink_early"].to_numpy(float)
+    assert (early < 1.0).all()  # so no head can pass the Reset rule
+    assert not set(res.heads["type"]) & {"Retriever", "Reset"}
 
 
 def test_all_queries_mode(tiny_dir: Path) -> None:

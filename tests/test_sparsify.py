@@ -182,6 +182,8 @@ def test_cli_sparsify(tiny_dir: Path, tmp_path: Path, capsys: Any) -> None:
     assert "<svg" in page and "held-out" in page
     assert "<script" not in page and 'src="http' not in page and 'href="http' not in page
     assert main([*args[:-2], "--out", str(tmp_path / "x"), "--ablation", "half"]) == 2
+    assert main([*args[:-2], "--out", str(tmp_path / "y"), "--taxonomy", "nope=1"]) == 2
+    assert "key one of retriever_min" in capsys.readouterr().err
 
 
 def test_sparsify_rejects_bad_arguments(tiny_dir: Path) -> None:

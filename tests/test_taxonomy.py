@@ -287,6 +287,23 @@ def test_rules_bad_input_and_config() -> None:
         TaxonomyConfig(shift_min=0.0)
     with pytest.raises(TlGeomError, match="sink_min=2"):
         TaxonomyConfig(sink_min=2.0)
+    with pytest.raises(TlGeomError, match="restarts=0"):
+        TaxonomyConfig(restarts=0)
+
+
+def test_config_from_text() -> None:
+    cfg = TaxonomyConfig.parse(" retriever_min=0.7,weak_max=0.1 ,seed=3,")
+    assert cfg == TaxonomyConfig(retriever_min=0.7, weak_max=0.1, seed=3)
+    assert TaxonomyConfig.parse("") == TaxonomyConfig()
+    for text, message in (
+        ("retriever=0.7", "key one of retriever_min, shift_min"),
+        ("retriever_min", "expected key=value"),
+        ("seed=1.5", "seed='1.5': expected a int"),
+        ("sink_min=high", "expected a float"),
+        ("weak_max=0.9", "weak_max=0.9 > retriever_min=0.5"),  # the config's own checks
+    ):
+        with pytest.raises(TlGeomError, match=message):
+            TaxonomyConfig.parse(text)
 
 
 def test_unclear_when_two_rules_match() -> None:

@@ -9,12 +9,21 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tl_geom.errors import TlGeomError
 
+if TYPE_CHECKING:
+    from tl_geom.taxonomy import TaxonomyConfig
+
 __all__ = ["main"]
+
+TAXONOMY_HELP = (
+    "head-type rule thresholds, e.g. retriever_min=0.6,weak_max=0.25 (keys: retriever_min, "
+    "shift_min, sink_min, weak_max, seed, restarts; see tl_geom.taxonomy.TaxonomyConfig)"
+)
 
 
 def _int_list(text: str) -> list[int]:
@@ -77,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         default="float32",
         help="model dtype (float64: backends agree to 1e-6)",
     )
+    a.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
     p = sub.add_parser(
         "sparsify",
         help="remove heads by type/metric rules; held-out loss: sparsify.csv, report.html",
@@ -91,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fractions of heads removed (default 0,0.05,0.1,0.2,0.3,0.5)",
     )
     p.add_argument("--ablation", default="zero,mean", help="zero and/or mean (default zero,mean)")
+    p.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
     p.add_argument("--out", default="tl_geom_sparsify", help="output directory")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     s = sub.add_parser(
@@ -226,6 +237,15 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _taxonomy(text: str | None) -> "TaxonomyConfig | None":
+    """``--taxonomy`` as a TaxonomyConfig (None: the defaults)."""
+    if text is None:
+        return None
+    from tl_geom.taxonomy import TaxonomyConfig
+
+    return TaxonomyConfig.parse(text)
+
+
 def _analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -247,6 +267,7 @@ def _analyze(args: argparse.Namespace) -> int:
         backend=args.backend,
         device=args.device,
         dtype=args.dtype,
+        taxonomy=_taxonomy(args.taxonomy),
     )
     if result.run.get("torchrun", {}).get("rank", 0) != 0:
         return 0  # rank 0 writes the report and prints the summary
@@ -290,6 +311,7 @@ def _sparsify(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         fractions=args.fractions,
         ablations=[a.strip() for a in args.ablation.split(",") if a.strip()],
+        taxonomy=_taxonomy(args.taxonomy),
         out=out,
     )
     written = ["sparsify.csv", "sparsify_heads.csv", "sparsify.json"]

@@ -29,7 +29,7 @@ heads). Pure math (torch, numpy): no TransformerLens import.
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import einops
 import numpy as np
@@ -209,6 +209,14 @@ class TaxonomyConfig:
                 raise TlGeomError(f"{name}={val} out of range; a cosine threshold lies in -1..1")
         if not 0.0 < self.shift_min <= 2.0:
             raise TlGeomError(f"shift_min={self.shift_min} out of range; use 0 < shift_min <= 2")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TlGeomError(f"seed={self.seed!r} must be an int")
+        if (
+            isinstance(self.restarts, bool)
+            or not isinstance(self.restarts, int)
+            or self.restarts < 1
+        ):
+            raise TlGeomError(f"restarts={self.restarts!r} must be an int >= 1")
         if self.weak_max > self.retriever_min:
             raise TlGeomError(
                 f"weak_max={self.weak_max} > retriever_min={self.retriever_min}; "
@@ -216,6 +224,33 @@ class TaxonomyConfig:
             )
         if self.restarts < 1:
             raise TlGeomError(f"restarts={self.restarts}; use at least one k-means restart")
+
+    @classmethod
+    def parse(cls, text: str) -> "TaxonomyConfig":
+        """A config from ``"key=value,key=value"`` (the CLI's ``--taxonomy``); unset keys default.
+
+        >>> TaxonomyConfig.parse("retriever_min=0.6, weak_max=0.25").retriever_min
+        0.6
+        """
+        defaults = cls()
+        known = {f.name: type(getattr(defaults, f.name)) for f in fields(cls)}
+        given: dict[str, float | int] = {}
+        for item in (x.strip() for x in text.split(",")):
+            if not item:
+                continue
+            key, eq, raw = (p.strip() for p in item.partition("="))
+            if not eq or key not in known:
+                raise TlGeomError(
+                    f"taxonomy setting {item!r}: expected key=value with key one of "
+                    f"{', '.join(known)}"
+                )
+            try:
+                given[key] = known[key](raw)
+            except ValueError:
+                raise TlGeomError(
+                    f"taxonomy setting {key}={raw!r}: expected a {known[key].__name__}"
+                ) from None
+        return replace(defaults, **given)
 
 
 @dataclass(frozen=True)
