@@ -1,5 +1,6 @@
 """Sparsification: exact restore, ablation against a weight-edit reference, rules, CLI, SmolLM2."""
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,8 @@ def test_cli_sparsify(tiny_dir: Path, tmp_path: Path, capsys: Any) -> None:
     assert main([*args[:-2], "--out", str(tmp_path / "x"), "--ablation", "half"]) == 2
     assert main([*args[:-2], "--out", str(tmp_path / "y"), "--taxonomy", "nope=1"]) == 2
     assert "key one of retriever_min" in capsys.readouterr().err
+    run = json.loads((tmp_path / "run" / "sparsify.json").read_text(encoding="utf-8"))
+    assert run["taxonomy"]["retriever_min"] == 0.5  # the defaults, recorded
 
 
 def test_sparsify_rejects_bad_arguments(tiny_dir: Path) -> None:

@@ -24,7 +24,7 @@ exactly on exit (its hooks go through ``model.hooks``).
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +317,7 @@ def sparsify(
         "heads_total": total,
         "base_loss": base,
         "type_counts": scores.table["type"].value_counts().to_dict(),
+        "taxonomy": asdict(taxonomy or TaxonomyConfig()),
         "timings_s": {
             "scoring": t_scored - t0,
             "ablations": time.perf_counter() - t_scored,
