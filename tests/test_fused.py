@@ -228,7 +228,7 @@ def test_cli_sdpa_backend_and_bad_input(
 def test_cli_backends_write_the_same_metrics_in_float64(
     model_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    """The issue's contract, from the command line: metrics.csv agrees within 1e-6."""
+    """From the command line, --dtype float64: metrics.csv agrees within 1e-6 (tiny Llama)."""
     corpus = tmp_path / "text.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     base = ["analyze", "--model", str(model_dirs["llama-gqa"]), "--corpus", str(corpus)]
@@ -290,3 +290,27 @@ def test_smollm2_rows_equal_hook_pattern_within_1e5() -> None:
     b = capture_attention(fused, tokens, layers=[0, 14, 29], queries=rows, backend="sdpa")
     torch.testing.assert_close(b.pattern, a.pattern, atol=1e-5, rtol=0)
     torch.testing.assert_close(b.values, a.values, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_metrics_across_backends_in_float64() -> None:
+    """SmolLM2 under --dtype float64: what agrees, and how closely (measured, README).
+
+    transformers' Llama computes RMSNorm and the rotary angles in float32 even in a
+    float64 model, the bridge's own normalisation does not, so the two backends' rows
+    differ by ~1e-7 relative here (not 1e-15 as on the GPT-2/BERT test models). Measured
+    on these 2 windows of 128 tokens: top-N P/R/F identical, radii, margins and curves
+    within 2e-6, one random-baseline count of 34,020 values flipped (3.3e-5 in a mean).
+    """
+    kw: dict[str, Any] = {"windows": 2, "ctx": 128, "progress": False, "dtype": "float64"}
+    hooks = analyze("smollm2-135m", backend="hooks", **kw)
+    sdpa = analyze("smollm2-135m", backend="sdpa", **kw)
+    assert hooks.run["backend"] == "hooks" and sdpa.run["backend"] == "sdpa"
+    a, b = hooks.metrics, sdpa.metrics
+    assert list(a.columns) == list(b.columns) and len(a) == 30 * 9 * 7
+    exact = ["precision", "recall", "f1"]
+    pd.testing.assert_frame_equal(a[exact], b[exact])
+    random = [c for c in a.columns if c.endswith("_random")]
+    close = [c for c in a.select_dtypes("number").columns if c not in exact + random]
+    np.testing.assert_allclose(a[close].to_numpy(float), b[close].to_numpy(float), atol=1e-5)
+    np.testing.assert_allclose(a[random].to_numpy(float), b[random].to_numpy(float), atol=1e-3)

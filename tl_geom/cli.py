@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=["float32", "bfloat16", "float16", "float64"],
         default="float32",
-        help="model dtype (float64: backends agree to 1e-6)",
+        help="model dtype (float64: the backends agree most closely)",
     )
     a.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
     p = sub.add_parser(

@@ -53,9 +53,11 @@ DTYPES = {
     "float16": torch.float16,
     "float64": torch.float64,
 }
-"""Model dtypes. ``float64`` is the one under which the two backends' tables agree to
-1e-6 by construction (their attention rows then differ by ~1e-15); in float32 the rows
-differ by ~1e-6, and a count of P or R can flip where two distances tie that closely."""
+"""Model dtypes. ``float64`` brings the two backends closest: their rows then differ by
+what the model computes below float64 (~1e-15 for GPT-2 and BERT; ~1e-7 relative for
+Llama, whose transformers RMSNorm and rotary angles run in float32 whatever the model's
+dtype), against ~1e-6 in float32. A count of P or R can flip where two distances tie
+that closely (README, "Two backends")."""
 BACKENDS = ("auto", "hooks", "sdpa")
 
 
