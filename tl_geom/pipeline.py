@@ -53,10 +53,10 @@ DTYPES = {
     "float16": torch.float16,
     "float64": torch.float64,
 }
-"""Model dtypes. ``float64`` brings the two backends closest: their rows then differ by
-what the model computes below float64 (~1e-15 for GPT-2 and BERT; ~1e-7 relative for
-Llama, whose transformers RMSNorm and rotary angles run in float32 whatever the model's
-dtype), against ~1e-6 in float32. A count of P or R can flip where two distances tie
+"""Model dtypes. ``float64`` brings the two backends closest, though not to float64
+rounding: the TransformerBridge takes its attention softmax in float32 whatever the
+model's dtype, so on SmolLM2 the rows still differ by ~1e-8 (values ~1e-7 relative from
+layer 1), against ~1e-6 in float32. A count of P or R can flip where two distances tie
 that closely (README, "Two backends")."""
 BACKENDS = ("auto", "hooks", "sdpa")
 
