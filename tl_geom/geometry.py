@@ -180,15 +180,21 @@ def separation(
     n: Int[Tensor, " nn"],
     key_mask: Bool[Tensor, "*lead key"] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """:func:`separation_counts` plus the keys attaining the thresholds (any on ties)."""
+    """:func:`separation_counts` plus the keys attaining the thresholds (any on ties).
+
+    The ``[..., nn, key]`` temporaries are two buffers reused in place (one float, one
+    boolean): on a CPU, fresh tensors of that size cost page faults on every call.
+    """
     rest = ~selected
     if key_mask is not None:
-        rest = rest & key_mask.unsqueeze(-2)
+        rest &= key_mask.unsqueeze(-2)
     inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
-    g_min_sel, far = torch.where(selected, g, inf).min(-1)
-    g_max_rest, near = torch.where(rest, g, -inf).max(-1)
-    false_pos = (rest & (g >= g_min_sel.unsqueeze(-1))).sum(-1)
-    true_pos = (selected & (g > g_max_rest.unsqueeze(-1))).sum(-1)
+    buf = torch.where(selected, g, inf)
+    g_min_sel, far = buf.min(-1)
+    g_max_rest, near = torch.where(rest, g, -inf, out=buf).max(-1)
+    hit = torch.ge(g, g_min_sel.unsqueeze(-1))
+    false_pos = hit.logical_and_(rest).sum(-1)
+    true_pos = torch.gt(g, g_max_rest.unsqueeze(-1), out=hit).logical_and_(selected).sum(-1)
     nf = n.to(g.dtype)
     precision = nf / (nf + false_pos.to(g.dtype))
     recall = true_pos.to(g.dtype) / nf
