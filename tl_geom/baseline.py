@@ -16,7 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
-from tl_geom.geometry import check_count, flat_values, tidy_frame
+from tl_geom.geometry import check_count, flat_values, scores_from_counts, tidy_frame
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -259,8 +259,7 @@ def random_counts(
     y_t = einops.rearrange(y, "b key d -> b d key")  # a view
     bias = -(y * y).sum(-1).unsqueeze(1)  # [b, 1, key]
     inf = torch.tensor(float("inf"), dtype=a.dtype, device=a.device)
-    nf = n.to(a.dtype)
-    tp = torch.empty(rows, draws, nn, dtype=a.dtype, device=a.device)
+    tp = torch.empty(rows, draws, nn, dtype=torch.long, device=a.device)
     fp = torch.empty_like(tp)
     for r0 in range(0, rows, row_step):
         rs = slice(r0, r0 + row_step)
@@ -274,9 +273,6 @@ def random_counts(
             g = einops.rearrange(g, "b (t nn) key -> b t nn key", nn=nn)
             g_min_sel = torch.where(sel, g, inf).amin(-1, keepdim=True)
             g_max_rest = torch.where(sel, -inf, g).amax(-1, keepdim=True)
-            fp[rs, ts] = (g >= g_min_sel).sum(-1).to(a.dtype) - nf
-            tp[rs, ts] = (g > g_max_rest).sum(-1).to(a.dtype)
-    precision = nf / (nf + fp)
-    recall = tp / nf
-    f1 = 2 * precision * recall / (precision + recall)
-    return precision, recall, f1
+            fp[rs, ts] = (g >= g_min_sel).sum(-1) - n
+            tp[rs, ts] = (g > g_max_rest).sum(-1)
+    return scores_from_counts(fp, tp, n, a.dtype)

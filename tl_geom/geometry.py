@@ -195,11 +195,19 @@ def separation(
     hit = torch.ge(g, g_min_sel.unsqueeze(-1))
     false_pos = hit.logical_and_(rest).sum(-1)
     true_pos = torch.gt(g, g_max_rest.unsqueeze(-1), out=hit).logical_and_(selected).sum(-1)
-    nf = n.to(g.dtype)
-    precision = nf / (nf + false_pos.to(g.dtype))
-    recall = true_pos.to(g.dtype) / nf
-    f1 = 2 * precision * recall / (precision + recall)
+    precision, recall, f1 = scores_from_counts(false_pos, true_pos, n, g.dtype)
     return precision, recall, f1, g_min_sel, g_max_rest, far, near
+
+
+def scores_from_counts(
+    false_pos: Tensor, true_pos: Tensor, n: Tensor, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``P = N / (N + #FP)``, ``R = #TP / N``, ``F = 2PR / (P + R)`` in ``dtype``."""
+    nf = n.to(dtype)
+    precision = nf / (nf + false_pos.to(dtype))
+    recall = true_pos.to(dtype) / nf
+    f1 = 2 * precision * recall / (precision + recall)
+    return precision, recall, f1
 
 
 def flat_values(values: Tensor, dtype: torch.dtype) -> Tensor:
