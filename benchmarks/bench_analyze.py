@@ -41,13 +41,13 @@ from typing import Any
 
 import torch
 
-from tl_geom.capture import capture_attention
-from tl_geom.data import load_corpus, token_windows
-from tl_geom.geometry import separability
-from tl_geom.hooks import model_dims
-from tl_geom.models import load_model
-from tl_geom.pipeline import default_n
-from tl_geom.window import WindowSpec, run_window
+from tl_geom.geometry.top_n import separability
+from tl_geom.jobs.analyze import default_n
+from tl_geom.jobs.window import WindowSpec, run_window
+from tl_geom.lens.capture import capture_attention
+from tl_geom.lens.data import load_corpus, token_windows
+from tl_geom.lens.hooks import model_dims
+from tl_geom.lens.models import load_model
 
 GIB = 1024**3
 CHILD_MARK = "BENCH_CHILD_RESULT "

@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
-from tl_geom.baseline import random_separability
-from tl_geom.fused import ATTN_NAME, FusedModel
-from tl_geom.geometry import separability
-from tl_geom.hooks import expand_kv
-from tl_geom.pipeline import default_n
-from tl_geom.window import WindowSpec, run_window
+from tl_geom.geometry.baseline import random_separability
+from tl_geom.geometry.top_n import separability
+from tl_geom.jobs.analyze import default_n
+from tl_geom.jobs.window import WindowSpec, run_window
+from tl_geom.lens.hooks import expand_kv
+from tl_geom.lens.sdpa import ATTN_NAME, FusedModel
 
 SHAPES = {
     "7b": {"hidden_size": 4096, "intermediate_size": 11008, "layers": 32, "heads": 32},

@@ -1,4 +1,4 @@
-"""Benchmark of tl_geom.geometry on SmolLM2-shaped tensors (prints figures, asserts nothing).
+"""Benchmark of tl_geom.geometry.top_n on SmolLM2-shaped tensors (prints figures, asserts nothing).
 
 Final-query tensors: 30 layers x 9 heads, L = 1024, d_head = 64, N = 1, 2, 4, ..., 512.
 Measured in one run:
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from tl_geom.all_queries import separability_all_queries
-from tl_geom.baseline import random_separability
-from tl_geom.geometry import separability, separation_counts, top_n_rank
+from tl_geom.geometry.all_queries import separability_all_queries
+from tl_geom.geometry.baseline import random_separability
+from tl_geom.geometry.top_n import separability, separation_counts, top_n_rank
 
 LAYERS, HEADS, LENGTH, D_HEAD = 30, 9, 1024, 64
 

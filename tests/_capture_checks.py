@@ -4,8 +4,8 @@ from typing import Any
 
 import torch
 
-from tl_geom.capture import capture_attention, normalize_queries
-from tl_geom.hooks import count_hooks
+from tl_geom.lens.capture import capture_attention, normalize_queries
+from tl_geom.lens.hooks import count_hooks
 
 QUERY_OPTIONS: list[Any] = [-1, 0, [0, 3, -1], [5, 2], slice(2, None, 3), None]
 

@@ -29,7 +29,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama (GQA, 2 layers) saved as a local HF model with a real tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from tl_geom.models import _package_dir
+    from tl_geom.lens.models import _package_dir
 
     path = tmp_path_factory.mktemp("tiny-llama")
     cfg = LlamaConfig(

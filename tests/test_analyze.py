@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import TEXT
 
-import tl_geom.pipeline as pipeline_mod
+import tl_geom.jobs.analyze as pipeline_mod
 from tl_geom import TlGeomError
-from tl_geom.cli import main
-from tl_geom.geometry import separability
-from tl_geom.pipeline import analyze
-from tl_geom.results import Analysis
-from tl_geom.sink_math import sink_importance
-from tl_geom.taxonomy import classify_heads, head_curves
+from tl_geom.app.cli import main
+from tl_geom.geometry.taxonomy import classify_heads, head_curves
+from tl_geom.geometry.top_n import separability
+from tl_geom.jobs.analyze import analyze
+from tl_geom.jobs.results import Analysis
+from tl_geom.sinks.sink_math import sink_importance
 
 
 def _args(tiny_dir: Path, corpus_file: Path, out: Path, *extra: str) -> list[str]:
@@ -64,7 +64,7 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
 def test_tables_match_a_direct_computation(tiny_dir: Path) -> None:
     """metrics.csv means equal separability on captured final rows, window by window."""
     from tl_geom import capture_attention, load_model
-    from tl_geom.data import token_windows
+    from tl_geom.lens.data import token_windows
 
     model = load_model(str(tiny_dir))
     res = analyze(model, text=TEXT, windows=2, ctx=20, n=[1, 3], progress=False)

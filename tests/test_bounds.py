@@ -12,16 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
 
-from tl_geom.bounds import (
+from tl_geom.errors import TlGeomError
+from tl_geom.geometry.bounds import (
     CERT_RTOL,
     certificate,
     certificate_from_values,
     failure_envelope,
     separation_gap,
 )
-from tl_geom.errors import TlGeomError
-from tl_geom.geometry import separability
-from tl_geom.simulation import sample_values, simulate_separability
+from tl_geom.geometry.simulation import sample_values, simulate_separability
+from tl_geom.geometry.top_n import separability
 
 # ---------------------------------------------------------------- references
 

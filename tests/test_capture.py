@@ -7,12 +7,12 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-import tl_geom.capture as capture_mod
+import tl_geom.lens.capture as capture_mod
 from tests._capture_checks import check_against_cache
 from tl_geom import TlGeomError, capture_attention
-from tl_geom.capture import normalize_queries
-from tl_geom.hooks import as_tokens, count_hooks, expand_kv, hook_name, stream_layers
-from tl_geom.models import tiny_model
+from tl_geom.lens.capture import normalize_queries
+from tl_geom.lens.hooks import as_tokens, count_hooks, expand_kv, hook_name, stream_layers
+from tl_geom.lens.models import tiny_model
 
 CONFIGS = {
     "mha-rotary-rms": {},

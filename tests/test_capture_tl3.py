@@ -10,7 +10,7 @@ import torch
 
 from tests._capture_checks import check_against_cache
 from tl_geom import capture_attention
-from tl_geom.hooks import count_hooks
+from tl_geom.lens.hooks import count_hooks
 
 try:
     import transformer_lens as tl

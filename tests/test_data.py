@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from tl_geom import TlGeomError
-from tl_geom.data import corpus_hash, load_corpus, token_windows
+from tl_geom.lens.data import corpus_hash, load_corpus, token_windows
 
 
 class CharTokenizer:

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tl_geom.diagnostics import (
+from tl_geom.errors import TlGeomError
+from tl_geom.geometry.diagnostics import (
     attention_entropy,
     cosine_decay,
     norm_stability,
@@ -19,9 +20,8 @@ from tl_geom.diagnostics import (
     sink_similarity,
     spearman,
 )
-from tl_geom.errors import TlGeomError
-from tl_geom.profile import attention_profile
-from tl_geom.simulation import sample_values
+from tl_geom.geometry.profile import attention_profile
+from tl_geom.geometry.simulation import sample_values
 
 # ---------------------------------------------------------------- references
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tl_geom.cli import main
-from tl_geom.distributed import Ranks
+from tl_geom.app.cli import main
+from tl_geom.jobs.distributed import Ranks
 
 
 def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -72,7 +72,7 @@ def test_ranks_that_disagree_on_arguments_fail(
     script.write_text(
         "import os, sys\n"
         "from tl_geom import TlGeomError\n"
-        "from tl_geom.pipeline import analyze\n"
+        "from tl_geom.jobs.analyze import analyze\n"
         "try:\n"
         f"    analyze({str(tiny_dir)!r}, {str(corpus_file)!r}, ctx=24, progress=False,\n"
         "            windows=2 + int(os.environ['RANK']), out='out')\n"

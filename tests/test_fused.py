@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tl_geom import TlGeomError, capture_attention, load_model, tiny_model
-from tl_geom.cli import main
-from tl_geom.fused import FusedModel, attention_rows, load_fused_model
-from tl_geom.models import _package_dir
-from tl_geom.pipeline import analyze, open_model
+from tl_geom.app.cli import main
+from tl_geom.jobs.analyze import analyze, open_model
+from tl_geom.lens.models import _package_dir
+from tl_geom.lens.sdpa import FusedModel, attention_rows, load_fused_model
 
 TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 40
 
@@ -281,7 +281,7 @@ def test_fused_model_has_no_hook_points(model_dirs: dict[str, Path]) -> None:
 @pytest.mark.slow
 def test_smollm2_rows_equal_hook_pattern_within_1e5() -> None:
     """The contract on the shipped model: sdpa rows = the bridge's eager hook_pattern rows."""
-    from tl_geom.data import load_corpus, token_windows
+    from tl_geom.lens.data import load_corpus, token_windows
 
     bridge, fused = load_model("smollm2-135m"), load_fused_model("smollm2-135m")
     tokens = token_windows(fused.tokenizer, load_corpus("war_and_peace"), ctx=128, windows=1)

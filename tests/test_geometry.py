@@ -20,21 +20,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
 
-from tl_geom import all_queries
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
-from tl_geom.all_queries import (
+from tl_geom.errors import TlGeomError
+from tl_geom.geometry import all_queries
+from tl_geom.geometry.all_queries import (
     QuerySeparability,
     separability_all_queries,
     separability_all_queries_streamed,
 )
-from tl_geom.baseline import (
+from tl_geom.geometry.baseline import (
     RandomSeparability,
     random_counts,
     random_ranks,
     random_separability,
 )
-from tl_geom.errors import TlGeomError
-from tl_geom.geometry import separability, top_n_rank
+from tl_geom.geometry.top_n import separability, top_n_rank
 
 Num = Fraction | float
 

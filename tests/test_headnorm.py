@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from tl_geom import TlGeomError
-from tl_geom.cli import main
-from tl_geom.headnorm import StudyConfig, headnorm_study, train_tiny_lm
-from tl_geom.hooks import count_hooks
-from tl_geom.interventions import amplify_variance, self_only_mask
-from tl_geom.sinks import sink_profile
-from tl_geom.tiny_lm import BOS, HeadNorm, TinyLM, TinyLMConfig, encode_bytes
+from tl_geom.app.cli import main
+from tl_geom.lens.hooks import count_hooks
+from tl_geom.lens.interventions import amplify_variance, self_only_mask
+from tl_geom.lens.tiny_lm import BOS, HeadNorm, TinyLM, TinyLMConfig, encode_bytes
+from tl_geom.sinks.headnorm import StudyConfig, headnorm_study, train_tiny_lm
+from tl_geom.sinks.measures import sink_profile
 
 SMALL = {"n_layers": 2, "n_heads": 2, "d_head": 8, "d_mlp": 32, "n_ctx": 16}
 

@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from tl_geom import TlGeomError
-from tl_geom.hooks import count_hooks, hook_name
-from tl_geom.interventions import (
+from tl_geom.lens.hooks import count_hooks, hook_name
+from tl_geom.lens.interventions import (
     ablate_heads,
     amplify_variance,
     mask_sink,
     move_sink,
     self_only_mask,
 )
-from tl_geom.sink_shift import plot_sink_shift, sink_shift
-from tl_geom.sinks import sink_profile
+from tl_geom.sinks.measures import sink_profile
+from tl_geom.sinks.shift import plot_sink_shift, sink_shift
 
 CONFIGS = {
     "mha-rotary-rms": {"n_layers": 3},
@@ -33,7 +33,7 @@ def model(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 
 def tiny_model_for(name: str) -> Any:
-    from tl_geom.models import tiny_model
+    from tl_geom.lens.models import tiny_model
 
     return tiny_model(**CONFIGS[name])
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tl_geom import TlGeomError, capture_attention, load_model
-from tl_geom.data import load_corpus, token_windows
-from tl_geom.hooks import count_hooks
+from tl_geom.lens.data import load_corpus, token_windows
+from tl_geom.lens.hooks import count_hooks
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_smollm2_all_queries_are_causal(smollm2: Any) -> None:
 def test_smollm2_matches_the_plain_hf_model(smollm2: Any) -> None:
     from transformers import AutoModelForCausalLM
 
-    from tl_geom.models import smollm2_dir
+    from tl_geom.lens.models import smollm2_dir
 
     hf = AutoModelForCausalLM.from_pretrained(
         smollm2_dir(), dtype=torch.float32, attn_implementation="eager"

@@ -18,22 +18,15 @@ from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
 
 from tl_geom.errors import TlGeomError
-from tl_geom.geometry import separability
-from tl_geom.ks import ks_two_sample
-from tl_geom.normalization import (
+from tl_geom.geometry.top_n import separability
+from tl_geom.normalization.distinguishability import (
     critical_n,
     cumulative_distance,
     distinguishability,
     random_cumulative_distance,
 )
-from tl_geom.normalization_tables import (
-    critical_n_vs_length,
-    distance_vs_length,
-    distance_vs_n,
-    distinguishability_vs_n,
-    truncate_windows,
-)
-from tl_geom.softmax_bounds import (
+from tl_geom.normalization.ks import ks_two_sample
+from tl_geom.normalization.softmax_bounds import (
     gradient_norm_bound,
     gradient_row_bound,
     gradient_sensitivity,
@@ -41,6 +34,13 @@ from tl_geom.softmax_bounds import (
     jacobian_spectral_bound,
     softmax_jacobian,
     softmax_weight_bounds,
+)
+from tl_geom.normalization.tables import (
+    critical_n_vs_length,
+    distance_vs_length,
+    distance_vs_n,
+    distinguishability_vs_n,
+    truncate_windows,
 )
 
 BAD_INPUT = (TlGeomError, TypeCheckError)  # jaxtyping rejects some shapes first in tests

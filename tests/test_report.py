@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tl_geom.report import SECTIONS, write_report
-from tl_geom.results import Analysis, AttentionView
-from tl_geom.viz import layer_f1_svg, plot_style
+from tl_geom.app.report import SECTIONS, write_report
+from tl_geom.app.viz import layer_f1_svg, plot_style
+from tl_geom.jobs.results import Analysis, AttentionView
 
 MPL_SVG = '<svg xmlns:xlink="http://www.w3.org/1999/xlink"'  # matplotlib's opening tag
 REMOTE = ("http:", "https:", "//", "unpkg", "jsdelivr", "cdn")
@@ -97,7 +97,7 @@ def make_analysis(
         view = AttentionView(
             layer=layers - 1, tokens=[f"tok{i}" for i in range(view_tokens)], pattern=pat
         )
-    run = {  # the shape tl_geom.pipeline writes
+    run = {  # the shape tl_geom.jobs.analyze writes
         "config": {
             "model": "synthetic-model",
             "corpus": "war_and_peace",

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tl_geom import claims as cl
-from tl_geom import reproduce as rp
-from tl_geom import verdicts as vd
-from tl_geom.cli import main
+from tl_geom.app import claims as cl
+from tl_geom.app import reproduce as rp
+from tl_geom.app import verdicts as vd
+from tl_geom.app.cli import main
+from tl_geom.app.reproduce import COLUMNS, QUICK, Budget, _fit_context, reproduce
 from tl_geom.errors import TlGeomError
-from tl_geom.headnorm import StudyConfig
-from tl_geom.reproduce import COLUMNS, QUICK, Budget, _fit_context, reproduce
+from tl_geom.sinks.headnorm import StudyConfig
 
 R, P, N = vd.REPRODUCED, vd.PARTLY, vd.NOT
 NAN = math.nan

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
 
 from tl_geom import TlGeomError
-from tl_geom.sink_math import (
+from tl_geom.sinks.sink_math import (
     dom_ratio,
     effective_rank,
     kendall_tau,

@@ -9,16 +9,16 @@ import scipy.stats
 import torch
 
 from tl_geom import TlGeomError
-from tl_geom.hooks import count_hooks
-from tl_geom.models import tiny_model
-from tl_geom.sink_origins import gain_alignment, super_neurons, variance_discrepancy
-from tl_geom.sinks import (
+from tl_geom.lens.hooks import count_hooks
+from tl_geom.lens.models import tiny_model
+from tl_geom.sinks.measures import (
     dom_ratio_profile,
     effective_rank_profile,
     massive_activation_profile,
     qk_lock_in_profile,
     sink_profile,
 )
+from tl_geom.sinks.origins import gain_alignment, super_neurons, variance_discrepancy
 
 CONFIGS = {
     "mha-rotary-rms": {},

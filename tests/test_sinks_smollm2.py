@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from tl_geom import load_model
-from tl_geom.data import load_corpus, token_windows
-from tl_geom.hooks import count_hooks
-from tl_geom.interventions import amplify_variance, self_only_mask
-from tl_geom.sink_origins import super_neurons
-from tl_geom.sink_shift import sink_shift
-from tl_geom.sinks import massive_activation_profile, qk_lock_in_profile, sink_profile
+from tl_geom.lens.data import load_corpus, token_windows
+from tl_geom.lens.hooks import count_hooks
+from tl_geom.lens.interventions import amplify_variance, self_only_mask
+from tl_geom.sinks.measures import massive_activation_profile, qk_lock_in_profile, sink_profile
+from tl_geom.sinks.origins import super_neurons
+from tl_geom.sinks.shift import sink_shift
 
 K = 10
 

@@ -12,11 +12,8 @@ import torch
 from jaxtyping import TypeCheckError
 
 from tl_geom import TlGeomError
-from tl_geom.cli import main
-from tl_geom.hooks import count_hooks
-from tl_geom.interventions import ablate_heads
-from tl_geom.models import tiny_model
-from tl_geom.sparsify import (
+from tl_geom.app.cli import main
+from tl_geom.jobs.sparsify import (
     RULES,
     TYPE_ORDER,
     next_token_loss,
@@ -24,6 +21,9 @@ from tl_geom.sparsify import (
     score_heads,
     sparsify,
 )
+from tl_geom.lens.hooks import count_hooks
+from tl_geom.lens.interventions import ablate_heads
+from tl_geom.lens.models import tiny_model
 
 TEXT = "The sea was calm that night, and the lamps along the harbour burned low. " * 80
 

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
 
 from tl_geom import TlGeomError
-from tl_geom.geometry import separability
-from tl_geom.taxonomy import (
+from tl_geom.geometry.taxonomy import (
     TYPES,
     TaxonomyConfig,
     adjusted_rand,
@@ -22,6 +21,7 @@ from tl_geom.taxonomy import (
     head_curves,
     kmeans,
 )
+from tl_geom.geometry.top_n import separability
 
 # ---------------------------------------------------------------- literal references
 

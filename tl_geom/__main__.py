@@ -2,6 +2,6 @@
 
 import sys
 
-from tl_geom.cli import main
+from tl_geom.app.cli import main
 
 sys.exit(main())

@@ -1,0 +1,355 @@
+"""Command line: ``tl-geom SUBCOMMAND`` (also ``python -m tl_geom``).
+
+User errors (a TlGeomError: missing corpus, bad N, model not available offline) print
+one line on stderr and exit with code 2, without a traceback.
+"""
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tl_geom.errors import TlGeomError
+
+if TYPE_CHECKING:
+    from tl_geom.geometry.taxonomy import TaxonomyConfig
+
+__all__ = ["main"]
+
+TAXONOMY_HELP = (
+    "head-type rule thresholds, e.g. retriever_min=0.6,weak_max=0.25 (keys: retriever_min, "
+    "shift_min, sink_min, weak_max, seed, restarts; see tl_geom.geometry.taxonomy.TaxonomyConfig)"
+)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        msg = f"expected comma-separated numbers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _source_args(p: argparse.ArgumentParser, windows: int, ctx: int, what: str) -> None:
+    """``--model --corpus --windows --ctx``, shared by the subcommands that cut windows."""
+    p.add_argument("--model", default="smollm2-135m", help="shipped name, local dir or hub id")
+    p.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
+    p.add_argument("--windows", type=int, default=windows, help=f"{what} (default {windows})")
+    p.add_argument("--ctx", type=int, default=ctx, help=f"tokens per window L (default {ctx})")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tl-geom", description="Geometry of attention heads, from the command line."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser(
+        "analyze",
+        help="per-head geometry over corpus windows: metrics.csv, heads.csv, report.html",
+    )
+    _source_args(a, 8, 1024, "number of windows")
+    a.add_argument("--n", type=_int_list, default=None, help="N grid (default 1,2,4,...,L/2)")
+    a.add_argument("--queries", choices=["last", "all"], default="last", help="query rows")
+    a.add_argument(
+        "--draws",
+        type=int,
+        default=16,
+        help="random subsets per row (default 16; 0: no random baseline)",
+    )
+    a.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    a.add_argument("--layers", type=_int_list, default=None, help="layers (default all)")
+    a.add_argument("--out", default="tl_geom_out", help="output directory")
+    a.add_argument("--resume", action="store_true", help="continue a run in --out")
+    a.add_argument("--no-report", action="store_true", help="skip report.html")
+    a.add_argument(
+        "--backend",
+        choices=["auto", "hooks", "sdpa"],
+        default="auto",
+        help="auto (default): sdpa where the model allows it; hooks: TransformerLens hook "
+        "points (eager attention); sdpa: fused attention, only the needed rows recomputed",
+    )
+    a.add_argument("--device", default=None, help="cpu (default) or cuda")
+    a.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16", "float64"],
+        default="float32",
+        help="model dtype (float64: the backends agree most closely)",
+    )
+    a.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
+    p = sub.add_parser(
+        "sparsify",
+        help="remove heads by type/metric rules; held-out loss: sparsify.csv, report.html",
+    )
+    _source_args(p, 4, 256, "scoring windows")
+    p.add_argument("--heldout", type=int, default=4, help="held-out windows (default 4)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of the random rule (default 3)")
+    p.add_argument(
+        "--fractions",
+        type=_float_list,
+        default=[0.0, 0.05, 0.1, 0.2, 0.3, 0.5],
+        help="fractions of heads removed (default 0,0.05,0.1,0.2,0.3,0.5)",
+    )
+    p.add_argument("--ablation", default="zero,mean", help="zero and/or mean (default zero,mean)")
+    p.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
+    p.add_argument("--out", default="tl_geom_sparsify", help="output directory")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    s = sub.add_parser(
+        "summary",
+        help="per-layer sink mass, entropy and top-N separability of the final query",
+    )
+    _source_args(s, 2, 256, "number of windows")
+    s.add_argument("--n", type=_int_list, default=[1, 4, 16], help="N values, e.g. 1,4,16")
+    h = sub.add_parser(
+        "headnorm",
+        help="train a baseline and a HeadNorm tiny model on a corpus; compare sinks, rank, loss",
+    )
+    h.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
+    h.add_argument("--steps", type=int, default=300, help="training steps per arm (default 300)")
+    h.add_argument("--batch", type=int, default=32, help="windows per step (default 32)")
+    h.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (default 3e-3)")
+    h.add_argument("--seed", type=int, default=0, help="seed of init and batches (default 0)")
+    h.add_argument("--layers", type=int, default=4, help="layers (default 4)")
+    h.add_argument("--heads", type=int, default=4, help="heads per layer (default 4)")
+    h.add_argument("--d-head", type=int, default=16, help="head dimension (default 16)")
+    h.add_argument("--n-ctx", type=int, default=64, help="tokens per window (default 64)")
+    h.add_argument("--val-windows", type=int, default=32, help="held-out windows (default 32)")
+    h.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 = torch's)")
+    h.add_argument("--out", default=None, help="directory for headnorm_*.csv (optional)")
+    r = sub.add_parser(
+        "reproduce",
+        help="run the papers' experiments, judge each claim: claims.csv, claims.html",
+    )
+    r.add_argument("--quick", action="store_true", help="a few minutes on 2 cores (small sizes)")
+    r.add_argument(
+        "--models",
+        default="smollm2-135m,minilm-l6",
+        help="comma-separated model names or paths (default smollm2-135m,minilm-l6)",
+    )
+    r.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
+    r.add_argument("--no-headnorm", action="store_true", help="skip the TinyLM HeadNorm study")
+    r.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated experiments: geometry, normalization, sparsify, sink_origins, "
+        "interventions, headnorm (default all)",
+    )
+    r.add_argument("--out", default="tl_geom_reproduce", help="output directory")
+    return parser
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tl_geom.app.reproduce import FULL, QUICK, reproduce
+
+    budget = QUICK if args.quick else FULL
+    if args.no_headnorm:
+        budget = replace(budget, headnorm=None)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    out = Path(args.out)
+    only = [e.strip() for e in args.only.split(",") if e.strip()] if args.only else None
+    res = reproduce(models, budget=budget, corpus=args.corpus, out=out, experiments=only)
+    table = res.to_frame()[["claim", "model", "verdict"]]
+    with pd.option_context("display.width", 200, "display.max_colwidth", 70):
+        print(table.to_string(index=False))
+    counts = pd.Series(table["verdict"]).value_counts().to_dict()
+    print(
+        f"\n{len(table)} claims: {counts}; {res.run['timings_s']['total']:.0f}s "
+        f"({'quick' if args.quick else 'full'}).\n"
+        f"Wrote claims.csv, claims.html, reproduce.json to {out.resolve()}"
+    )
+    return 0
+
+
+def _headnorm(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tl_geom.sinks.headnorm import StudyConfig, headnorm_study
+
+    t0 = time.perf_counter()
+    cfg = StudyConfig(
+        corpus=args.corpus,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        d_head=args.d_head,
+        n_ctx=args.n_ctx,
+        val_windows=args.val_windows,
+        threads=args.threads or None,
+    )
+    res = headnorm_study(cfg)
+    with pd.option_context("display.width", 200):
+        print(res.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        print()
+        print(res.by_layer.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"\n{args.steps} steps per arm, seed {args.seed}, {time.perf_counter() - t0:.1f}s")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        res.summary.to_csv(out / "headnorm_summary.csv", index=False)
+        res.by_layer.to_csv(out / "headnorm_layers.csv", index=False)
+        print(f"Wrote headnorm_summary.csv, headnorm_layers.csv to {out.resolve()}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from tl_geom.app.summary import final_query_summary
+    from tl_geom.lens.data import load_corpus, token_windows
+    from tl_geom.lens.models import load_model
+
+    text = load_corpus(args.corpus)  # fail fast on a missing corpus, before loading a model
+    t0 = time.perf_counter()
+    model = load_model(args.model)
+    t1 = time.perf_counter()
+    tokens = token_windows(model.tokenizer, text, ctx=args.ctx, windows=args.windows)
+    table = final_query_summary(model, tokens, n=args.n)
+    t2 = time.perf_counter()
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    mean_sink = float(table["sink"].to_numpy().mean())
+    print(
+        f"\n{args.model}: {args.windows} windows x {args.ctx} tokens of {args.corpus}; "
+        f"final query puts {mean_sink:.2f} of its weight on position 0 on average "
+        f"(uniform would be {1 / args.ctx:.4f}). "
+        f"Load {t1 - t0:.1f}s, capture+metrics {t2 - t1:.1f}s."
+    )
+    return 0
+
+
+def _taxonomy(text: str | None) -> "TaxonomyConfig | None":
+    """``--taxonomy`` as a TaxonomyConfig (None: the defaults)."""
+    if text is None:
+        return None
+    from tl_geom.geometry.taxonomy import TaxonomyConfig
+
+    return TaxonomyConfig.parse(text)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tl_geom.jobs.analyze import analyze
+
+    out = Path(args.out)
+    result = analyze(
+        args.model,
+        args.corpus,
+        windows=args.windows,
+        ctx=args.ctx,
+        n=args.n,
+        queries=args.queries,
+        draws=args.draws,
+        seed=args.seed,
+        layers=args.layers,
+        out=out,
+        resume=args.resume,
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        taxonomy=_taxonomy(args.taxonomy),
+    )
+    if result.run.get("torchrun", {}).get("rank", 0) != 0:
+        return 0  # rank 0 writes the report and prints the summary
+    written = ["metrics.csv", "heads.csv", "envelope.csv", "run.json"]
+    if not args.no_report:
+        from tl_geom.app.report import write_report
+
+        write_report(result, out / "report.html")
+        written.append("report.html")
+    m = result.metrics
+    grid = sorted(set(m["n"].to_numpy().tolist()))
+    n_min = next((k for k in grid if k > 1), grid[0])  # N = 1 is always perfect
+    first = m[m["n"] == n_min]
+    t = result.run["timings_s"]
+    rnd = float(np.asarray(first["f1_random"], dtype=np.float64).mean())
+    print(
+        f"{args.model}: {args.windows} windows x {args.ctx} tokens, "
+        f"{m['layer'].nunique()} layers x {m['head'].nunique()} heads, N = {sorted(set(m['n']))}.\n"
+        f"At N={n_min}: mean F1 {first['f1'].mean():.3f} "
+        f"({'no random baseline' if math.isnan(rnd) else f'random subsets {rnd:.3f}'}); "
+        f"mean sink mass {result.heads['sink_mass'].mean():.3f}. "
+        f"{t['windows_run']} windows run, {t['windows_resumed']} resumed, {t['total']:.1f}s "
+        f"(backend {result.run['backend']}).\n"
+        f"Wrote {', '.join(written)} to {out.resolve()}"
+    )
+    return 0
+
+
+def _sparsify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tl_geom.jobs.sparsify import sparsify
+
+    out = Path(args.out)
+    res = sparsify(
+        args.model,
+        args.corpus,
+        windows=args.windows,
+        ctx=args.ctx,
+        heldout=args.heldout,
+        seeds=args.seeds,
+        fractions=args.fractions,
+        ablations=[a.strip() for a in args.ablation.split(",") if a.strip()],
+        taxonomy=_taxonomy(args.taxonomy),
+        out=out,
+    )
+    written = ["sparsify.csv", "sparsify_heads.csv", "sparsify.json"]
+    summary = res.summary()
+    if not args.no_report:
+        from tl_geom.app.report import write_sparsify_report
+
+        write_sparsify_report(res.table, summary, res.run, out / "report.html")
+        written.append("report.html")
+    best = summary.groupby("ablation").first()
+    wins = "; ".join(f"{a}: {r['rule']} ({r['delta_loss']:+.3f})" for a, r in best.iterrows())
+    print(
+        f"{args.model}: {res.run['heads_total']} heads, base loss {res.run['base_loss']:.4f}. "
+        f"Least harmful rule (mean loss change): {wins}.\n"
+        f"Wrote {', '.join(written)} to {out.resolve()}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "analyze":
+            return _analyze(args)
+        if args.command == "summary":
+            return _summary(args)
+        if args.command == "sparsify":
+            return _sparsify(args)
+        if args.command == "headnorm":
+            return _headnorm(args)
+        if args.command == "reproduce":
+            return _reproduce(args)
+    except TlGeomError as exc:
+        print(f"tl-geom: error: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""One window through the model, reduced to per-head metrics inside the hooks.
+
+Each layer's ``hook_v`` and ``hook_pattern`` are handed to :func:`reduce_layer` as soon
+as that layer has run (``hooks.stream_layers``); it keeps ``[head, N]``-sized results
+and drops the ``[head, L, L]`` pattern, so peak memory stays near a plain forward.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import einops
+import torch
+from torch import Tensor
+
+from tl_geom.geometry.all_queries import separability_all_queries_streamed
+from tl_geom.geometry.baseline import random_separability
+from tl_geom.geometry.diagnostics import (
+    attention_entropy,
+    cosine_decay,
+    norm_stability,
+    sink_mass,
+    sink_similarity,
+)
+from tl_geom.geometry.taxonomy import head_curves
+from tl_geom.geometry.top_n import separability
+from tl_geom.lens.hooks import expand_kv, stream_layers
+from tl_geom.lens.sdpa import FusedModel
+
+__all__ = ["WindowSpec", "run_window"]
+
+TOP_KEYS = ("precision", "recall", "f1", "r_max", "r_min", "margin")
+RANDOM_KEYS = ("precision_random", "recall_random", "f1_random")
+HEAD_KEYS = (
+    "sink_mass",
+    "entropy",
+    "norm_cv",
+    "norm_cv_holds",
+    "sink_lambda",
+    "sink_compressed",
+    "beta",
+    "beta_r2",
+    "decay_holds",
+    "rho0",
+    "last_token",
+    "imp0",
+)
+CURVE_KEYS = ("c_last", "c_sink")
+MASS_KEYS = ("mass_sink", "mass_last", "mass_rest")
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """What to compute for each window.
+
+    Attributes:
+        n: the N grid.
+        queries: ``"last"`` (the final query row) or ``"all"`` (every row, averaged;
+            the random baseline then uses ``random_rows`` evenly spaced rows that see
+            more than max(N) keys [ours]).
+        draws: random subsets per row for the baseline; 0 skips the baseline (its
+            columns are NaN), which is most of the metric cost on a CPU.
+        seed: base seed; the baseline of window w, layer l uses ``seed + 1009 w + l``.
+        causal: whether query rows see only their past (decoders).
+        layers: the layers to analyse.
+        view_tokens: size T of the ``[head, T, T]`` attention view kept from a window.
+        random_rows: rows used for the all-query random baseline.
+        sink_tokens: T of the sink importance ``imp0 = mean_{i < T} A[i, 0]`` over the
+            window's first T queries (sinks.md, "Measures": ``imp(0)`` with the standard
+            T = 64; for a causal model exactly ``imp(0)`` of the T-token prefix; for an
+            encoder the first T queries over all keys [ours]).
+    """
+
+    n: tuple[int, ...]
+    queries: Literal["last", "all"]
+    draws: int
+    seed: int
+    causal: bool
+    layers: tuple[int, ...]
+    view_tokens: int = 48
+    random_rows: int = 16
+    sink_tokens: int = 64
+
+
+Rows = Callable[[Sequence[int]], Tensor]
+"""Attention rows of one layer: ``rows(positions) -> [H, len(positions), L]``."""
+
+
+def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[str, Tensor]:
+    """Metrics of one layer of one window: ``rows`` of its pattern, ``v_kv [1, L, KV, d]``.
+
+    ``rows`` hands out query rows on demand (slices of ``hook_pattern``, or rows
+    recomputed from q and k by the sdpa backend), so the all-query metrics take the
+    pattern ``chunk`` rows at a time and never need it whole.
+
+    Returns ``[H, N]`` top-N and random-baseline metrics, ``[H]`` head diagnostics and
+    the ``[H, L]`` final-query row (the attention profile). The taxonomy signals
+    (``c_last``, ``c_sink`` ``[H, N]`` and the mass split,
+    :func:`tl_geom.geometry.taxonomy.head_curves`)
+    always refer to the final query, also with ``queries="all"`` [ours]: the spec defines
+    them for the query's own position q, and averaging cosines over rows of different
+    lengths would mix N regimes.
+    """
+    length = v_kv.shape[1]
+    alpha = rows([length - 1])[:, 0].double()  # [H, L], the final query
+    n_heads = alpha.shape[0]
+    groups = n_heads // v_kv.shape[2]
+    # float64 and contiguous once: every metric below reads these values.
+    values = einops.rearrange(expand_kv(v_kv, n_heads), "b k h d -> b h k d")[0]
+    values = values.to(torch.float64, memory_format=torch.contiguous_format)
+    out: dict[str, Tensor] = {}
+    s_n = None
+    if spec.queries == "last":
+        top = separability(alpha, values, spec.n)
+        s_n = top.s
+        for key in TOP_KEYS:
+            out[key] = getattr(top, key)
+    else:
+        allq = separability_all_queries_streamed(
+            lambda start, stop: rows(range(start, stop)), values, spec.n, causal=spec.causal
+        )
+        for key in TOP_KEYS:
+            out[key] = getattr(allq, key).nanmean(dim=-2)
+    if not spec.draws:
+        baseline = _no_baseline(alpha, spec)
+    elif spec.queries == "last":
+        rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed)
+        baseline = (rnd.precision, rnd.recall, rnd.f1)
+    else:
+        baseline = _random_over_rows(rows, values, spec, seed)
+    out.update(zip(RANDOM_KEYS, baseline, strict=True))
+    # Value diagnostics are per KV head (shared by its query heads): compute once each.
+    kv_values = einops.rearrange(v_kv[0], "k h d -> h k d")
+    norms = norm_stability(kv_values)
+    decay = cosine_decay(kv_values)
+    per_kv = {
+        "norm_cv": norms.cv,
+        "norm_cv_holds": norms.stable.double(),
+        "sink_lambda": norms.lam,
+        "sink_compressed": norms.compressed.double(),
+        "beta": decay.beta,
+        "beta_r2": decay.r2,
+        "decay_holds": decay.holds.double(),
+        "rho0": sink_similarity(kv_values),
+    }
+    for key, val in per_kv.items():
+        out[key] = val.double().repeat_interleave(groups)
+    out["imp0"] = rows(range(min(spec.sink_tokens, length)))[..., 0].double().mean(-1)
+    out["sink_mass"] = sink_mass(alpha)
+    out["entropy"] = attention_entropy(alpha)
+    out["last_token"] = alpha[:, -1]  # alpha_q: the final query's weight on itself
+    curves = head_curves(alpha, values, list(spec.n), query=alpha.shape[-1] - 1, s=s_n)
+    for key in (*CURVE_KEYS, *MASS_KEYS):
+        out[key] = getattr(curves, key)
+    out["profile"] = alpha  # float64: the 4-segment fit amplifies float32 rounding
+    return {k: v.detach().cpu() for k, v in out.items()}
+
+
+def _no_baseline(alpha: Tensor, spec: WindowSpec) -> tuple[Tensor, Tensor, Tensor]:
+    """NaN P, R, F ``[H, N]``: the baseline was not asked for (``draws == 0``)."""
+    nan = torch.full((alpha.shape[0], len(spec.n)), float("nan"), dtype=torch.float64)
+    return nan, nan.clone(), nan.clone()
+
+
+def _random_over_rows(
+    rows: Rows, values: Tensor, spec: WindowSpec, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """All-query baseline: mean P, R, F of random subsets on rows that see > max(N) keys."""
+    length = values.shape[-2]
+    first = max(spec.n) + 1 if spec.causal else length - 1
+    picked = torch.linspace(first, length - 1, steps=spec.random_rows).round().long().unique()
+    alphas = rows(picked.tolist()).double()  # [H, rows, L]
+    # A causal row p sees keys 0..p; truncate each row to its visible keys, one row at a
+    # time (at most random_rows rows: a short loop outside the per-head math).
+    per_row = []
+    for i, p in enumerate(picked.tolist()):
+        keys = p + 1 if spec.causal else length
+        rnd = random_separability(
+            alphas[:, i, :keys], values[:, :keys], spec.n, draws=spec.draws, seed=seed
+        )
+        per_row.append(torch.stack([rnd.precision, rnd.recall, rnd.f1]))
+    precision, recall, f1 = torch.stack(per_row).mean(0)
+    return precision, recall, f1
+
+
+def run_window(model: Any, tokens: Tensor, spec: WindowSpec, window: int) -> dict[str, Tensor]:
+    """Run one ``[1, L]`` window and return ``[layer, ...]`` stacked per-layer metrics.
+
+    ``model``: a TransformerLens model (the ``hooks`` backend: rows are slices of each
+    layer's ``hook_pattern``) or a :class:`~tl_geom.lens.sdpa.FusedModel` (the ``sdpa``
+    backend: only the rows asked for are recomputed from q and k). Both give the same
+    metrics (tests/test_fused.py).
+
+    Window 0 also returns ``view``: ``[layer, H, T, T]`` attention among its first T
+    tokens (rows renormalised over those keys; for causal models they already sum to 1).
+    """
+    per_layer: dict[int, dict[str, Tensor]] = {}
+
+    def reduce(layer: int, rows: Rows, v_kv: Tensor) -> None:
+        res = reduce_layer(rows, v_kv, spec, spec.seed + 1009 * window + layer)
+        if window == 0:
+            t = min(spec.view_tokens, v_kv.shape[1])
+            view = rows(range(t))[:, :, :t].float()
+            res["view"] = (view / view.sum(-1, keepdim=True)).cpu()
+        per_layer[layer] = res
+
+    if isinstance(model, FusedModel):
+        streamer = model.stream(
+            spec.layers, lambda layer, lay: reduce(layer, lambda i: lay.rows(i)[0], lay.v)
+        )
+    else:
+
+        def from_hooks(layer: int, acts: dict[str, Tensor]) -> None:
+            pattern = acts["pattern"].detach()[0]
+            reduce(layer, lambda idx: pattern[:, _index(idx)], acts["v"].detach())
+
+        streamer = stream_layers(model, ["v", "pattern"], spec.layers, from_hooks)
+    device = next(iter(model.parameters())).device
+    with torch.no_grad(), streamer:
+        model(tokens.to(device))
+    keys = per_layer[spec.layers[0]].keys()
+    return {k: torch.stack([per_layer[layer][k] for layer in spec.layers]) for k in keys}
+
+
+def _index(idx: Sequence[int]) -> slice | Tensor:
+    """A slice for a contiguous range (a view, no copy), else an index tensor."""
+    if isinstance(idx, range) and idx.step == 1:
+        return slice(idx.start, idx.stop)
+    return torch.tensor(list(idx), dtype=torch.long)

@@ -1,0 +1,177 @@
+"""``capture_attention``: attention rows and value vectors out of any TransformerLens model.
+
+The fixed public contract (DESIGN.md):
+
+    cap = capture_attention(model, tokens, layers=None, queries=-1)
+    cap.pattern   # [batch, layer, head, query, key]   rows of hook_pattern
+    cap.values    # [batch, layer, head, key, d_head]   hook_v, GQA groups expanded
+
+Each layer's pattern is cut down to the requested query rows inside its hook, so the
+full ``[head, L, L]`` pattern of every layer is never held at once.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tl_geom.errors import TlGeomError
+from tl_geom.lens.hooks import as_tokens, expand_kv, model_dims, normalize_layers, stream_layers
+from tl_geom.lens.sdpa import as_fused
+
+__all__ = ["AttentionCapture", "QuerySpec", "capture_attention", "normalize_queries"]
+
+QuerySpec = int | Sequence[int] | slice | None
+
+
+@dataclass(frozen=True)
+class AttentionCapture:
+    """Attention rows and values captured from one forward pass.
+
+    Attributes:
+        pattern: ``[batch, layer, head, query, key]`` attention weights of the chosen rows.
+        values: ``[batch, layer, head, key, d_head]`` value vectors, one per query head.
+        layers: the model layers in the ``layer`` dim, in order.
+        queries: the query positions in the ``query`` dim (non-negative), in order.
+        tokens: the ``[batch, pos]`` token ids that were run.
+    """
+
+    pattern: Float[Tensor, "batch layer head query key"]
+    values: Float[Tensor, "batch layer head key d_head"]
+    layers: tuple[int, ...]
+    queries: tuple[int, ...]
+    tokens: Int[Tensor, "batch pos"]
+
+    def __repr__(self) -> str:
+        return (
+            f"AttentionCapture(pattern={tuple(self.pattern.shape)}, "
+            f"values={tuple(self.values.shape)}, layers={_short(self.layers)}, "
+            f"queries={_short(self.queries)})"
+        )
+
+
+def _short(xs: tuple[int, ...]) -> str:
+    return str(list(xs)) if len(xs) <= 6 else f"[{xs[0]}, {xs[1]}, ..., {xs[-1]}] ({len(xs)})"
+
+
+def normalize_queries(queries: QuerySpec, length: int) -> tuple[int, ...]:
+    """Query positions as non-negative ints; an int, a list, a slice, or None for all.
+
+    >>> normalize_queries(-1, 5), normalize_queries(slice(1, None, 2), 5)
+    ((4,), (1, 3))
+    >>> normalize_queries(None, 3)
+    (0, 1, 2)
+    """
+    if queries is None:
+        return tuple(range(length))
+    if isinstance(queries, slice):
+        out = tuple(range(length)[queries])
+        if not out:
+            raise TlGeomError(f"queries={queries} selects no position of {length}")
+        return out
+    if isinstance(queries, int):
+        raw: list[object] = [queries]
+    elif isinstance(queries, Sequence):
+        raw = list(queries)
+    else:
+        raise TlGeomError(f"queries must be ints, a slice or None, got {queries!r}")
+    if not raw:
+        raise TlGeomError("queries is empty; pass None for every position")
+    out_list: list[int] = []
+    for q in raw:
+        if isinstance(q, bool) or not isinstance(q, int):
+            raise TlGeomError(f"queries must be ints, a slice or None, got {q!r}")
+        if not -length <= q < length:
+            raise TlGeomError(f"query position {q} out of range for {length} tokens")
+        out_list.append(q % length)
+    return tuple(out_list)
+
+
+def capture_attention(
+    model: Any,
+    tokens: Tensor | str,
+    layers: int | Sequence[int] | None = None,
+    queries: QuerySpec = -1,
+    *,
+    backend: str = "hooks",
+) -> AttentionCapture:
+    """Run ``model`` on ``tokens`` and keep the chosen attention rows and the values.
+
+    pattern[b, l, h, q, k] = hook_pattern of layer ``layers[l]`` at row ``queries[q]``;
+    values[b, l, h, k] = hook_v of that layer, KV head ``h // (n_heads / n_kv_heads)``.
+    Runs under ``torch.no_grad()``; hooks are removed afterwards, also on exceptions.
+
+    Args:
+        model: a TransformerBridge (compatibility mode) or HookedTransformer.
+        tokens: ``[batch, pos]`` (or ``[pos]``) token ids, or a string to tokenize.
+        layers: a layer, a list of layers, or None for all.
+        queries: a position (default -1, the final query), a list or slice of
+            positions, or None for every position.
+        backend: ``"hooks"`` (TransformerLens ``hook_pattern``/``hook_v``; composes with
+            your hooks and tl_geom.lens.interventions) or ``"sdpa"`` (a model from
+            :func:`tl_geom.lens.sdpa.load_fused_model` or a transformers model: fused
+            attention, only the asked rows recomputed from q and k; see ``fused.py``).
+
+    Returns:
+        An :class:`AttentionCapture`.
+
+    Raises:
+        TlGeomError: tokens of the wrong dtype or rank, layers or queries out of
+            range, a model without attention hooks, a backend the model cannot serve.
+    """
+    if backend not in ("hooks", "sdpa"):
+        raise TlGeomError(f"backend must be 'hooks' or 'sdpa', got {backend!r}")
+    if backend == "sdpa":
+        model = as_fused(model)
+    dims = model_dims(model)
+    toks = as_tokens(model, tokens)
+    layer_ids = normalize_layers(layers, dims.n_layers)
+    query_ids = normalize_queries(queries, toks.shape[1])
+    # hooks: the full pattern, pick the rows; sdpa: only the sorted distinct rows stream
+    streamed = sorted(set(query_ids))
+    rows = torch.tensor(query_ids if backend == "hooks" else [streamed.index(q) for q in query_ids])
+    patterns: dict[int, Tensor] = {}
+    values: dict[int, Tensor] = {}
+
+    def keep(layer: int, acts: dict[str, Tensor]) -> None:
+        pattern = acts["pattern"]
+        patterns[layer] = pattern[:, :, rows.to(pattern.device)].detach().clone()
+        v = expand_kv(acts["v"], dims.n_heads).detach()
+        values[layer] = einops.rearrange(v, "b k h d -> b h k d").clone()
+
+    if backend == "sdpa":
+        streamer = model.stream(
+            layer_ids, lambda layer, lay: keep(layer, {"pattern": lay.rows(streamed), "v": lay.v})
+        )
+    else:
+        streamer = stream_layers(model, ["v", "pattern"], layer_ids, keep)
+    device = _device(model)
+    with torch.no_grad(), streamer:
+        model(toks.to(device))
+    missing = [layer for layer in layer_ids if layer not in patterns]
+    if missing:
+        raise TlGeomError(
+            f"hook_pattern/hook_v did not fire for layers {missing}; the model's attention "
+            "does not run through TransformerLens hook points (load it with eager attention)"
+        )
+    return AttentionCapture(
+        pattern=torch.stack([patterns[layer] for layer in layer_ids], dim=1),
+        values=torch.stack([values[layer] for layer in layer_ids], dim=1),
+        layers=layer_ids,
+        queries=query_ids,
+        tokens=toks,
+    )
+
+
+def _device(model: Any) -> torch.device:
+    cfg_device = getattr(getattr(model, "cfg", None), "device", None)
+    if cfg_device is not None:
+        return torch.device(cfg_device)
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
