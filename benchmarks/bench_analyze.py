@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from tl_geom.geometry.top_n import separability
-from tl_geom.jobs.analyze import default_n
+from tl_geom.jobs.config import default_n
 from tl_geom.jobs.window import WindowSpec, run_window
 from tl_geom.lens.capture import capture_attention
 from tl_geom.lens.data import load_corpus, token_windows

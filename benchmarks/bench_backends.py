@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from tl_geom.jobs.analyze import default_n
+from tl_geom.jobs.config import default_n
 from tl_geom.jobs.window import WindowSpec, run_window
 from tl_geom.lens.data import load_corpus, token_windows
 from tl_geom.lens.hooks import model_dims

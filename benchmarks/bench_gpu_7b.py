@@ -31,7 +31,7 @@ import torch
 
 from tl_geom.geometry.baseline import random_separability
 from tl_geom.geometry.top_n import separability
-from tl_geom.jobs.analyze import default_n
+from tl_geom.jobs.config import default_n
 from tl_geom.jobs.window import WindowSpec, run_window
 from tl_geom.lens.hooks import expand_kv
 from tl_geom.lens.sdpa import ATTN_NAME, FusedModel

@@ -5,7 +5,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,6 +21,37 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_hook_left_behind(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail a test that leaves a hook on a TransformerLens hook point.
+
+    Every non-permanent hook added through ``HookPoint.add_hook`` during the test (by
+    tl_geom's hooks and interventions, ``model.hooks`` or ``run_with_hooks``) is recorded
+    and must be gone by the end of the test, exceptions included: a module-scoped model
+    would otherwise carry it into the next test. (Hooks a model registers on itself
+    while it is built are not user hooks and are not counted.)
+    """
+    from transformer_lens.hook_points import HookPoint
+
+    added: list[tuple[HookPoint, Any]] = []
+    original = HookPoint.add_hook
+
+    def tracking(self: HookPoint, *args: Any, **kw: Any) -> Any:
+        handle = original(self, *args, **kw)
+        if not kw.get("is_permanent", len(args) > 2 and args[2]):
+            added.append((self, handle))
+        return handle
+
+    monkeypatch.setattr(HookPoint, "add_hook", tracking)
+    yield
+    left = [
+        str(point.name)
+        for point, handle in added
+        if handle.hook.id in point._forward_hooks or handle.hook.id in point._backward_hooks
+    ]
+    assert not left, f"the test left {len(left)} hook(s) behind on {sorted(set(left))}"
 
 
 TEXT = "It was a bright cold day in April, and the clocks were striking thirteen. " * 60

@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import TEXT
 
-import tl_geom.jobs.analyze as pipeline_mod
+import tl_geom.jobs.config as config_mod
+import tl_geom.jobs.resume as resume_mod
 from tl_geom import TlGeomError
 from tl_geom.app.cli import main
 from tl_geom.geometry.taxonomy import classify_heads, head_curves
@@ -97,16 +98,16 @@ def test_resume_after_interruption_gives_the_same_tables(
     tiny_dir: Path, corpus_file: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
     assert main(_args(tiny_dir, corpus_file, tmp_path / "clean")) == 0
-    real = pipeline_mod.run_window
+    real = resume_mod.run_window
     calls: list[int] = []
 
-    def dies_on_window_2(model: Any, tokens: Any, spec: Any, window: int) -> Any:
+    def dies_on_window_2(model: Any, tokens: Any, spec: Any, window: int, **kw: Any) -> Any:
         if window == 2:
             raise KeyboardInterrupt  # as if killed mid-run
         calls.append(window)
-        return real(model, tokens, spec, window)
+        return real(model, tokens, spec, window, **kw)
 
-    monkeypatch.setattr(pipeline_mod, "run_window", dies_on_window_2)
+    monkeypatch.setattr(resume_mod, "run_window", dies_on_window_2)
     with pytest.raises(KeyboardInterrupt):
         main(_args(tiny_dir, corpus_file, tmp_path / "resumed"))
     assert sorted(p.name for p in (tmp_path / "resumed" / "windows").glob("w*.pt")) == [
@@ -114,16 +115,16 @@ def test_resume_after_interruption_gives_the_same_tables(
         "w000001.pt",
     ]
     assert not list((tmp_path / "resumed" / "windows").glob(".*tmp"))
-    monkeypatch.setattr(pipeline_mod, "run_window", real)
+    monkeypatch.setattr(resume_mod, "run_window", real)
     # Without --resume the half-finished run is protected, not silently mixed.
     assert main(_args(tiny_dir, corpus_file, tmp_path / "resumed")) == 2
     resumed_calls: list[int] = []
 
-    def counting(model: Any, tokens: Any, spec: Any, window: int) -> Any:
+    def counting(model: Any, tokens: Any, spec: Any, window: int, **kw: Any) -> Any:
         resumed_calls.append(window)
-        return real(model, tokens, spec, window)
+        return real(model, tokens, spec, window, **kw)
 
-    monkeypatch.setattr(pipeline_mod, "run_window", counting)
+    monkeypatch.setattr(resume_mod, "run_window", counting)
     assert main(_args(tiny_dir, corpus_file, tmp_path / "resumed", "--resume")) == 0
     assert resumed_calls == [2]  # nothing lost, nothing done twice
     for name in ("metrics.csv", "heads.csv", "envelope.csv"):
@@ -210,10 +211,10 @@ def test_draws_zero_skips_only_the_baseline(
 
 def test_config_validation() -> None:
     with pytest.raises(TlGeomError, match="draws=-1"):
-        pipeline_mod.AnalyzeConfig(draws=-1)
+        config_mod.AnalyzeConfig(draws=-1)
     with pytest.raises(TlGeomError, match="ctx=3 too short"):
-        pipeline_mod.AnalyzeConfig(ctx=3)
-    assert pipeline_mod.AnalyzeConfig(ctx=1024).n_grid == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+        config_mod.AnalyzeConfig(ctx=3)
+    assert config_mod.AnalyzeConfig(ctx=1024).n_grid == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from tl_geom import TlGeomError, capture_attention, load_model, tiny_model
 from tl_geom.app.cli import main
-from tl_geom.jobs.analyze import analyze, open_model
+from tl_geom.jobs.analyze import analyze
+from tl_geom.jobs.run_facts import open_model
 from tl_geom.lens.models import _package_dir
 from tl_geom.lens.sdpa import FusedModel, attention_rows, load_fused_model
 

@@ -16,6 +16,7 @@ from tl_geom.errors import TlGeomError
 
 __all__ = [
     "ROW_SUM_ATOL",
+    "check_count",
     "check_finite",
     "check_n",
     "check_values",
@@ -28,6 +29,17 @@ ROW_SUM_ATOL = 1e-3
 A float32 softmax row of length 8192 sums to 1 within about 1e-6; 1e-3 leaves room
 for float16/bfloat16 patterns upcast before the call while still rejecting rows that
 are not distributions (unnormalised scores, a masked row, a row of logits)."""
+
+
+def check_count(name: str, value: int) -> None:
+    """Raise unless ``value`` is an int >= 1 (``draws``, ``chunk``, ``windows``, ...).
+
+    >>> check_count("draws", 0)
+    Traceback (most recent call last):
+    tl_geom.errors.TlGeomError: draws must be an int >= 1, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise TlGeomError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def check_finite(name: str, x: Tensor) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tl_geom.errors import TlGeomError
+from tl_geom.jobs.config import BACKENDS, DTYPES, AnalyzeConfig, SparsifyConfig
 
 if TYPE_CHECKING:
     from tl_geom.geometry.taxonomy import TaxonomyConfig
@@ -43,8 +44,8 @@ def _float_list(text: str) -> list[float]:
 
 def _source_args(p: argparse.ArgumentParser, windows: int, ctx: int, what: str) -> None:
     """``--model --corpus --windows --ctx``, shared by the subcommands that cut windows."""
-    p.add_argument("--model", default="smollm2-135m", help="shipped name, local dir or hub id")
-    p.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
+    p.add_argument("--model", default=AnalyzeConfig.model, help="shipped name, local dir or hub id")
+    p.add_argument("--corpus", default=AnalyzeConfig.corpus, help="shipped corpus or a UTF-8 file")
     p.add_argument("--windows", type=int, default=windows, help=f"{what} (default {windows})")
     p.add_argument("--ctx", type=int, default=ctx, help=f"tokens per window L (default {ctx})")
 
@@ -58,32 +59,32 @@ def _parser() -> argparse.ArgumentParser:
         "analyze",
         help="per-head geometry over corpus windows: metrics.csv, heads.csv, report.html",
     )
-    _source_args(a, 8, 1024, "number of windows")
+    _source_args(a, AnalyzeConfig.windows, AnalyzeConfig.ctx, "number of windows")
     a.add_argument("--n", type=_int_list, default=None, help="N grid (default 1,2,4,...,L/2)")
-    a.add_argument("--queries", choices=["last", "all"], default="last", help="query rows")
+    a.add_argument("--queries", choices=["last", "all"], default=AnalyzeConfig.queries)
     a.add_argument(
         "--draws",
         type=int,
-        default=16,
-        help="random subsets per row (default 16; 0: no random baseline)",
+        default=AnalyzeConfig.draws,
+        help=f"random subsets per row (default {AnalyzeConfig.draws}; 0: no random baseline)",
     )
-    a.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    a.add_argument("--seed", type=int, default=AnalyzeConfig.seed, help="seed of the baseline")
     a.add_argument("--layers", type=_int_list, default=None, help="layers (default all)")
     a.add_argument("--out", default="tl_geom_out", help="output directory")
     a.add_argument("--resume", action="store_true", help="continue a run in --out")
     a.add_argument("--no-report", action="store_true", help="skip report.html")
     a.add_argument(
         "--backend",
-        choices=["auto", "hooks", "sdpa"],
-        default="auto",
+        choices=BACKENDS,
+        default=AnalyzeConfig.backend,
         help="auto (default): sdpa where the model allows it; hooks: TransformerLens hook "
         "points (eager attention); sdpa: fused attention, only the needed rows recomputed",
     )
     a.add_argument("--device", default=None, help="cpu (default) or cuda")
     a.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16", "float16", "float64"],
-        default="float32",
+        choices=DTYPES,
+        default=AnalyzeConfig.dtype,
         help="model dtype (float64: the backends agree most closely)",
     )
     a.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
@@ -91,14 +92,14 @@ def _parser() -> argparse.ArgumentParser:
         "sparsify",
         help="remove heads by type/metric rules; held-out loss: sparsify.csv, report.html",
     )
-    _source_args(p, 4, 256, "scoring windows")
-    p.add_argument("--heldout", type=int, default=4, help="held-out windows (default 4)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds of the random rule (default 3)")
+    _source_args(p, SparsifyConfig.windows, SparsifyConfig.ctx, "scoring windows")
+    p.add_argument("--heldout", type=int, default=SparsifyConfig.heldout, help="held-out windows")
+    p.add_argument("--seeds", type=int, default=SparsifyConfig.seeds, help="random-rule seeds")
     p.add_argument(
         "--fractions",
         type=_float_list,
-        default=[0.0, 0.05, 0.1, 0.2, 0.3, 0.5],
-        help="fractions of heads removed (default 0,0.05,0.1,0.2,0.3,0.5)",
+        default=SparsifyConfig.fractions,
+        help="fractions of heads removed, e.g. 0,0.1,0.5",
     )
     p.add_argument("--ablation", default="zero,mean", help="zero and/or mean (default zero,mean)")
     p.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
@@ -249,26 +250,13 @@ def _taxonomy(text: str | None) -> "TaxonomyConfig | None":
 def _analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tl_geom.jobs.analyze import analyze
+    from tl_geom.jobs.analyze import run_analysis
+    from tl_geom.jobs.config import AnalyzeConfig, from_namespace
+    from tl_geom.lens.data import load_corpus
 
+    config = from_namespace(AnalyzeConfig, args, taxonomy=_taxonomy(args.taxonomy))
     out = Path(args.out)
-    result = analyze(
-        args.model,
-        args.corpus,
-        windows=args.windows,
-        ctx=args.ctx,
-        n=args.n,
-        queries=args.queries,
-        draws=args.draws,
-        seed=args.seed,
-        layers=args.layers,
-        out=out,
-        resume=args.resume,
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        taxonomy=_taxonomy(args.taxonomy),
-    )
+    result = run_analysis(config, load_corpus(config.corpus), out=out, resume=args.resume)
     if result.run.get("torchrun", {}).get("rank", 0) != 0:
         return 0  # rank 0 writes the report and prints the summary
     written = ["metrics.csv", "heads.csv", "envelope.csv", "run.json"]
@@ -299,21 +287,18 @@ def _analyze(args: argparse.Namespace) -> int:
 def _sparsify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tl_geom.jobs.sparsify import sparsify
+    from tl_geom.jobs.config import SparsifyConfig, from_namespace
+    from tl_geom.jobs.sparsify import run_sparsify
+    from tl_geom.lens.data import load_corpus
 
-    out = Path(args.out)
-    res = sparsify(
-        args.model,
-        args.corpus,
-        windows=args.windows,
-        ctx=args.ctx,
-        heldout=args.heldout,
-        seeds=args.seeds,
-        fractions=args.fractions,
+    config = from_namespace(
+        SparsifyConfig,
+        args,
         ablations=[a.strip() for a in args.ablation.split(",") if a.strip()],
         taxonomy=_taxonomy(args.taxonomy),
-        out=out,
     )
+    out = Path(args.out)
+    res = run_sparsify(config, load_corpus(config.corpus), out=out)
     written = ["sparsify.csv", "sparsify_heads.csv", "sparsify.json"]
     summary = res.summary()
     if not args.no_report:

@@ -32,12 +32,13 @@ import torch
 
 from tl_geom.app import claims as cl
 from tl_geom.errors import TlGeomError
-from tl_geom.jobs.analyze import analyze, open_model
+from tl_geom.jobs.analyze import analyze
 from tl_geom.jobs.results import atomic_write_text
+from tl_geom.jobs.run_facts import open_model
 from tl_geom.jobs.sparsify import RULES, sparsify
 from tl_geom.lens.capture import capture_attention
 from tl_geom.lens.data import load_corpus, token_windows
-from tl_geom.lens.hooks import model_dims
+from tl_geom.lens.hooks import is_causal, model_dims
 from tl_geom.lens.interventions import self_only_mask
 from tl_geom.normalization.softmax_bounds import gradient_sensitivity
 from tl_geom.normalization.tables import (
@@ -356,10 +357,6 @@ def _fit_context(budget: Budget, n_ctx: int | None) -> Budget:
     return replace(budget, ctx=min(budget.ctx, n_ctx), norm_ctx=min(budget.norm_ctx, n_ctx))
 
 
-def _is_causal(model: Any) -> bool:
-    return getattr(model.cfg, "attention_dir", "causal") != "bidirectional"
-
-
 def reproduce(
     models: Sequence[str] = DEFAULT_MODELS,
     *,
@@ -423,7 +420,7 @@ def reproduce(
                     clamped[name] = {"ctx": fitted.ctx, "norm_ctx": fitted.norm_ctx}
                 for exp in (e for e in _FAST if e in todo):
                     run(exp, name, _FAST[exp], fast, corpus, fitted)
-                causal = _is_causal(fast)
+                causal = is_causal(fast)
                 del fast
             if causal is False or not todo & set(_HOOKS):
                 continue
@@ -432,7 +429,7 @@ def reproduce(
             t0 = time.perf_counter()
             bridge = load_model(name)
             timings[f"load_hooks:{name}"] = time.perf_counter() - t0
-            if _is_causal(bridge):
+            if is_causal(bridge):
                 for exp in (e for e in _HOOKS if e in todo):
                     run(exp, name, _HOOKS[exp], bridge, corpus, budget)
             del bridge

@@ -1,8 +1,8 @@
 """A quick per-layer summary of the final query: sink mass, entropy and top-N separability.
 
-This is the small end-to-end job behind ``tl-geom summary`` (and ``make demo`` until the
-full ``analyze`` job lands): capture the final query row and the values of every layer,
-then reduce them with the math layer.
+The small end-to-end job behind ``tl-geom summary``: capture the final query row and the
+values of every layer, then reduce them with the math layer (``tl-geom analyze`` is the
+full job).
 """
 
 from collections.abc import Sequence
@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from tl_geom.geometry.diagnostics import attention_entropy
 from tl_geom.geometry.top_n import separability
 from tl_geom.lens.capture import capture_attention
 
@@ -36,7 +37,7 @@ def final_query_summary(
     cap = capture_attention(model, tokens, queries=-1)
     alpha = cap.pattern[:, :, :, 0].double()  # [window, layer, head, key]
     res = separability(alpha, cap.values, list(n))
-    entropy = -(alpha * alpha.clamp_min(1e-30).log()).sum(-1)
+    entropy = attention_entropy(alpha)
     table: dict[str, Any] = {
         "layer": list(cap.layers),
         "sink": alpha[..., 0].mean((0, 2)).numpy(),

@@ -15,10 +15,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_geom._checks import ROW_SUM_ATOL, check_finite, check_n, check_weights
+from tl_geom._checks import ROW_SUM_ATOL, check_count, check_finite, check_n, check_weights
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry.top_n import (
-    check_count,
     flat_values,
     selection_metrics,
     sorted_rank,

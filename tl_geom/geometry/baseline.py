@@ -15,8 +15,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
-from tl_geom.geometry.top_n import check_count, flat_values, scores_from_counts, tidy_frame
+from tl_geom._checks import ROW_SUM_ATOL, check_count, check_n, check_values, check_weights
+from tl_geom.geometry.top_n import flat_values, scores_from_counts, tidy_frame
 
 __all__ = [
     "CHUNK_ELEMENTS",

@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
+from tl_geom._checks import ROW_SUM_ATOL, check_count, check_n, check_values, check_weights
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry.top_n import g_scores, separability, top_n_rank
 
@@ -356,8 +356,7 @@ def failure_envelope(
     >>> round(float(failure_envelope(alpha, 2, d=128, b=1.0, B=1.0).bound), 4)
     0.0196
     """
-    if isinstance(d, bool) or not isinstance(d, Integral) or d < 1:
-        raise TlGeomError(f"d must be an int >= 1, got {d!r}")
+    check_count("d", d)
     cert = certificate(alpha, n, b=b, B=B, c=0.0, atol=atol)
     ns = check_n(n, alpha.shape[-1])
     length = alpha.shape[-1]

@@ -34,7 +34,6 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
-from tl_geom.errors import TlGeomError
 
 __all__ = [
     "Separability",
@@ -325,9 +324,3 @@ def separability(
         s=out_vec(s, "d"),
         scalar_n=scalar,
     )
-
-
-def check_count(name: str, value: int) -> None:
-    """Raise unless ``value`` is an int >= 1 (``draws``, ``chunk``)."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise TlGeomError(f"{name} must be an int >= 1, got {value!r}")

@@ -22,7 +22,7 @@ windows, through :func:`tl_geom.lens.interventions.ablate_heads`, which restores
 exactly on exit (its hooks go through ``model.hooks``).
 """
 
-import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,8 +36,11 @@ from tqdm.auto import tqdm
 
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry.taxonomy import TaxonomyConfig, classify_heads
-from tl_geom.jobs.window import CURVE_KEYS, MASS_KEYS, WindowSpec, run_window
-from tl_geom.lens.hooks import hook_name, model_dims
+from tl_geom.jobs.config import FRACTIONS, RULES, SparsifyConfig
+from tl_geom.jobs.run_facts import open_run
+from tl_geom.jobs.window import C_LAST, C_SINK, MASS_KEYS, WindowSpec, run_window
+from tl_geom.lens.data import load_corpus, token_windows
+from tl_geom.lens.hooks import hook_name, is_causal, model_device, model_dims
 from tl_geom.lens.interventions import ablate_heads
 
 __all__ = [
@@ -47,12 +50,11 @@ __all__ = [
     "Sparsification",
     "next_token_loss",
     "removal_order",
+    "run_sparsify",
     "score_heads",
     "sparsify",
 ]
 
-RULES = ("type", "type+sink_mass", "entropy", "sink_mass", "last_token", "random")
-FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 TYPE_ORDER = ("Reset", "Retriever", "unclear", "Mixer")
 """Removal order of the head types in the type-guided rules [ours]."""
 
@@ -62,7 +64,7 @@ def next_token_loss(model: Any, tokens: Tensor, *, batch: int = 8) -> float:
 
     loss = -(1 / (B (L - 1))) sum_{b, t < L-1} log softmax(logits[b, t])[tokens[b, t + 1]]
     """
-    device = next(iter(model.parameters())).device
+    device = model_device(model)
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, tokens.shape[0], batch):
@@ -97,12 +99,14 @@ def score_heads(
 ) -> HeadScores:
     """Entropy, sink mass, ``alpha_q``, type and mean ``hook_z`` per head.
 
-    Final query, means over the scoring windows; one forward per window.
+    Final query, means over the scoring windows; one forward per window. The random
+    baseline is not needed here (one draw, unused).
     """
     dims = model_dims(model)
     layers = tuple(range(dims.n_layers))
-    causal = getattr(model.cfg, "attention_dir", "causal") != "bidirectional"
-    spec = WindowSpec(n=tuple(n), queries="last", draws=1, seed=0, causal=causal, layers=layers)
+    spec = WindowSpec(
+        n=tuple(n), queries="last", draws=1, seed=0, causal=is_causal(model), layers=layers
+    )
     z_sum = torch.zeros(dims.n_layers, dims.n_heads, dims.d_head, dtype=torch.float64)
     z_count = [0]
 
@@ -118,11 +122,10 @@ def score_heads(
     per_window = []
     with model.hooks(fwd_hooks=z_hooks):
         for w in range(tokens.shape[0]):
-            # window ids from 1: window 0 would also keep an attention view we do not need
-            per_window.append(run_window(model, tokens[w : w + 1], spec, w + 1))
+            per_window.append(run_window(model, tokens[w : w + 1], spec, w))
     stack = {k: torch.stack([r[k] for r in per_window]).double().mean(0) for k in per_window[0]}
     mass = torch.stack([stack[k] for k in MASS_KEYS], -1)
-    types = classify_heads(stack[CURVE_KEYS[0]], stack[CURVE_KEYS[1]], mass, taxonomy)
+    types = classify_heads(stack[C_LAST], stack[C_SINK], mass, taxonomy)
     table = pd.DataFrame(
         {
             "layer": np.repeat(np.arange(dims.n_layers), dims.n_heads),
@@ -240,44 +243,90 @@ def sparsify(
     Raises:
         TlGeomError: unknown rule or ablation, a fraction outside [0, 1], too little text.
     """
-    import time
-
-    from tl_geom.lens.data import load_corpus, token_windows
-
-    t0 = time.perf_counter()
-    bad = [r for r in rules if r not in RULES]
-    if bad or not rules:
-        raise TlGeomError(f"unknown rule {bad[0] if bad else None!r}; rules: {', '.join(RULES)}")
-    if not ablations or any(a not in ("zero", "mean") for a in ablations):
-        raise TlGeomError(f"ablations must be 'zero' and/or 'mean', got {list(ablations)}")
-    if any(not 0.0 <= f <= 1.0 for f in fractions) or not fractions:
-        raise TlGeomError(f"fractions must lie in [0, 1], got {list(fractions)}")
-    if windows < 1 or heldout < 1 or seeds < 1:
-        raise TlGeomError(f"windows={windows}, heldout={heldout}, seeds={seeds}; each >= 1")
-    if ctx < 4:
-        raise TlGeomError(f"ctx={ctx} too short; use at least 4 tokens per window")
+    config = SparsifyConfig(
+        model=model if isinstance(model, str) else "<model object>",
+        corpus=corpus if text is None else "<text>",
+        windows=windows,
+        ctx=ctx,
+        heldout=heldout,
+        fractions=tuple(fractions),
+        rules=tuple(rules),
+        ablations=tuple(ablations),
+        seeds=seeds,
+        n=tuple(n) if n else None,
+        taxonomy=taxonomy,
+    )
     body = load_corpus(corpus) if text is None else text
-    model_name = model if isinstance(model, str) else type(model).__name__
-    if isinstance(model, str):
-        from tl_geom.lens.models import load_model
+    given = None if isinstance(model, str) else model
+    return run_sparsify(config, body, model=given, out=out, progress=progress)
 
-        model = load_model(model)
-    dims = model_dims(model)
-    if dims.n_ctx and ctx > dims.n_ctx:
-        raise TlGeomError(f"ctx={ctx} exceeds the model's context n_ctx={dims.n_ctx}")
-    tokens = token_windows(model.tokenizer, body, ctx=ctx, windows=windows + heldout)
-    score_tokens, held = tokens[:windows], tokens[windows:]
-    grid = tuple(n) if n else tuple(2**k for k in range(int(math.log2(ctx // 2)) + 1))
-    scores = score_heads(model, score_tokens, n=grid, taxonomy=taxonomy)
+
+def run_sparsify(
+    config: SparsifyConfig,
+    body: str,
+    *,
+    model: Any = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> Sparsification:
+    """:func:`sparsify` of a validated config over the text ``body`` (what the CLI calls)."""
+    t0 = time.perf_counter()
+    model, facts = open_run(
+        config.model if model is None else model,
+        backend="hooks",  # the ablations are hooks on hook_z
+        device=None,
+        dtype="float32",
+        layers=None,
+        n_grid=config.n_grid,
+        ctx=config.ctx,
+    )
+    tokens = token_windows(
+        model.tokenizer, body, ctx=config.ctx, windows=config.windows + config.heldout
+    )
+    held = tokens[config.windows :]
+    scores = score_heads(model, tokens[: config.windows], n=facts.n_grid, taxonomy=config.taxonomy)
     t_scored = time.perf_counter()
     base = next_token_loss(model, held)
+    table = _ablation_table(model, held, scores, config, base, progress)
+    run = {
+        "model": facts.model,
+        "corpus": config.corpus,
+        "windows": config.windows,
+        "heldout": config.heldout,
+        "ctx": config.ctx,
+        "n": list(facts.n_grid),
+        "seeds": config.seeds,
+        "heads_total": len(scores.table),
+        "base_loss": base,
+        "type_counts": scores.table["type"].value_counts().to_dict(),
+        "taxonomy": asdict(config.taxonomy or TaxonomyConfig()),
+        "timings_s": {
+            "scoring": t_scored - t0,
+            "ablations": time.perf_counter() - t_scored,
+        },
+    }
+    result = Sparsification(table, scores.table, run)
+    if out is not None:
+        result.save(Path(out))
+    return result
+
+
+def _ablation_table(
+    model: Any,
+    held: Tensor,
+    scores: HeadScores,
+    config: SparsifyConfig,
+    base: float,
+    progress: bool,
+) -> pd.DataFrame:
+    """Held-out loss for every ablation, rule, seed and fraction of heads removed."""
     total = len(scores.table)
-    fracs = sorted(set(float(f) for f in fractions))
+    fracs = sorted(set(float(f) for f in config.fractions))
     jobs = [
         (abl, rule, seed)
-        for abl in ablations
-        for rule in rules
-        for seed in (range(seeds) if rule == "random" else [None])
+        for abl in config.ablations
+        for rule in config.rules
+        for seed in (range(config.seeds) if rule == "random" else [None])
     ]
     rows = []
     bar = tqdm(total=len(jobs) * len(fracs), desc="ablations", disable=not progress)
@@ -306,24 +355,4 @@ def sparsify(
     bar.close()
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype("Int64")
-    run = {
-        "model": model_name,
-        "corpus": corpus if text is None else "<text>",
-        "windows": windows,
-        "heldout": heldout,
-        "ctx": ctx,
-        "n": list(grid),
-        "seeds": seeds,
-        "heads_total": total,
-        "base_loss": base,
-        "type_counts": scores.table["type"].value_counts().to_dict(),
-        "taxonomy": asdict(taxonomy or TaxonomyConfig()),
-        "timings_s": {
-            "scoring": t_scored - t0,
-            "ablations": time.perf_counter() - t_scored,
-        },
-    }
-    result = Sparsification(table, scores.table, run)
-    if out is not None:
-        result.save(Path(out))
-    return result
+    return table

@@ -24,12 +24,16 @@ from tl_geom.geometry.diagnostics import (
 )
 from tl_geom.geometry.taxonomy import head_curves
 from tl_geom.geometry.top_n import separability
-from tl_geom.lens.hooks import expand_kv, stream_layers
-from tl_geom.lens.sdpa import FusedModel
+from tl_geom.lens.hooks import expand_kv, model_device
+from tl_geom.lens.rows import Rows as LayerRows
+from tl_geom.lens.rows import stream_rows
+from tl_geom.sinks.sink_math import first_key_importance
 
 __all__ = ["WindowSpec", "run_window"]
 
-TOP_KEYS = ("precision", "recall", "f1", "r_max", "r_min", "margin")
+PRF_KEYS = ("precision", "recall", "f1")
+RADIUS_KEYS = ("r_max", "r_min", "margin")
+TOP_KEYS = (*PRF_KEYS, *RADIUS_KEYS)
 RANDOM_KEYS = ("precision_random", "recall_random", "f1_random")
 HEAD_KEYS = (
     "sink_mass",
@@ -45,7 +49,8 @@ HEAD_KEYS = (
     "last_token",
     "imp0",
 )
-CURVE_KEYS = ("c_last", "c_sink")
+C_LAST, C_SINK = "c_last", "c_sink"
+CURVE_KEYS = (C_LAST, C_SINK)
 MASS_KEYS = ("mass_sink", "mass_last", "mass_rest")
 
 
@@ -145,7 +150,7 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     }
     for key, val in per_kv.items():
         out[key] = val.double().repeat_interleave(groups)
-    out["imp0"] = rows(range(min(spec.sink_tokens, length)))[..., 0].double().mean(-1)
+    out["imp0"] = first_key_importance(rows(range(min(spec.sink_tokens, length))))
     out["sink_mass"] = sink_mass(alpha)
     out["entropy"] = attention_entropy(alpha)
     out["last_token"] = alpha[:, -1]  # alpha_q: the final query's weight on itself
@@ -183,47 +188,31 @@ def _random_over_rows(
     return precision, recall, f1
 
 
-def run_window(model: Any, tokens: Tensor, spec: WindowSpec, window: int) -> dict[str, Tensor]:
+def run_window(
+    model: Any, tokens: Tensor, spec: WindowSpec, window: int, *, view: bool = False
+) -> dict[str, Tensor]:
     """Run one ``[1, L]`` window and return ``[layer, ...]`` stacked per-layer metrics.
 
     ``model``: a TransformerLens model (the ``hooks`` backend: rows are slices of each
     layer's ``hook_pattern``) or a :class:`~tl_geom.lens.sdpa.FusedModel` (the ``sdpa``
-    backend: only the rows asked for are recomputed from q and k). Both give the same
-    metrics (tests/test_fused.py).
+    backend: only the rows asked for are recomputed from q and k); the switch is
+    :func:`tl_geom.lens.rows.stream_rows`. Both give the same metrics
+    (tests/test_fused.py). ``window`` seeds the random baseline.
 
-    Window 0 also returns ``view``: ``[layer, H, T, T]`` attention among its first T
+    With ``view``, also ``view``: ``[layer, H, T, T]`` attention among the first T
     tokens (rows renormalised over those keys; for causal models they already sum to 1).
     """
     per_layer: dict[int, dict[str, Tensor]] = {}
 
-    def reduce(layer: int, rows: Rows, v_kv: Tensor) -> None:
-        res = reduce_layer(rows, v_kv, spec, spec.seed + 1009 * window + layer)
-        if window == 0:
+    def reduce(layer: int, rows: LayerRows, v_kv: Tensor) -> None:
+        res = reduce_layer(lambda idx: rows(idx)[0], v_kv, spec, spec.seed + 1009 * window + layer)
+        if view:
             t = min(spec.view_tokens, v_kv.shape[1])
-            view = rows(range(t))[:, :, :t].float()
-            res["view"] = (view / view.sum(-1, keepdim=True)).cpu()
+            seen = rows(range(t))[0, :, :, :t].float()
+            res["view"] = (seen / seen.sum(-1, keepdim=True)).cpu()
         per_layer[layer] = res
 
-    if isinstance(model, FusedModel):
-        streamer = model.stream(
-            spec.layers, lambda layer, lay: reduce(layer, lambda i: lay.rows(i)[0], lay.v)
-        )
-    else:
-
-        def from_hooks(layer: int, acts: dict[str, Tensor]) -> None:
-            pattern = acts["pattern"].detach()[0]
-            reduce(layer, lambda idx: pattern[:, _index(idx)], acts["v"].detach())
-
-        streamer = stream_layers(model, ["v", "pattern"], spec.layers, from_hooks)
-    device = next(iter(model.parameters())).device
-    with torch.no_grad(), streamer:
-        model(tokens.to(device))
+    with torch.no_grad(), stream_rows(model, spec.layers, reduce):
+        model(tokens.to(model_device(model)))
     keys = per_layer[spec.layers[0]].keys()
     return {k: torch.stack([per_layer[layer][k] for layer in spec.layers]) for k in keys}
-
-
-def _index(idx: Sequence[int]) -> slice | Tensor:
-    """A slice for a contiguous range (a view, no copy), else an index tensor."""
-    if isinstance(idx, range) and idx.step == 1:
-        return slice(idx.start, idx.stop)
-    return torch.tensor(list(idx), dtype=torch.long)

@@ -20,7 +20,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_geom.errors import TlGeomError
-from tl_geom.lens.hooks import as_tokens, expand_kv, model_dims, normalize_layers, stream_layers
+from tl_geom.lens.hooks import as_tokens, expand_kv, model_device, model_dims, normalize_layers
+from tl_geom.lens.rows import Rows, stream_rows
 from tl_geom.lens.sdpa import as_fused
 
 __all__ = ["AttentionCapture", "QuerySpec", "capture_attention", "normalize_queries"]
@@ -131,25 +132,23 @@ def capture_attention(
     toks = as_tokens(model, tokens)
     layer_ids = normalize_layers(layers, dims.n_layers)
     query_ids = normalize_queries(queries, toks.shape[1])
-    # hooks: the full pattern, pick the rows; sdpa: only the sorted distinct rows stream
-    streamed = sorted(set(query_ids))
-    rows = torch.tensor(query_ids if backend == "hooks" else [streamed.index(q) for q in query_ids])
+    # only the sorted distinct rows are taken (sdpa recomputes just those), then ordered
+    streamed: Sequence[int] = sorted(set(query_ids))
+    if list(streamed) == list(range(streamed[0], streamed[-1] + 1)):
+        streamed = range(streamed[0], streamed[-1] + 1)  # the hooks backend slices a view
+    at = {q: i for i, q in enumerate(streamed)}
+    order = torch.tensor([at[q] for q in query_ids])
     patterns: dict[int, Tensor] = {}
     values: dict[int, Tensor] = {}
 
-    def keep(layer: int, acts: dict[str, Tensor]) -> None:
-        pattern = acts["pattern"]
-        patterns[layer] = pattern[:, :, rows.to(pattern.device)].detach().clone()
-        v = expand_kv(acts["v"], dims.n_heads).detach()
+    def keep(layer: int, rows: Rows, v_kv: Tensor) -> None:
+        pattern = rows(streamed)
+        patterns[layer] = pattern[:, :, order.to(pattern.device)].detach().clone()
+        v = expand_kv(v_kv, dims.n_heads).detach()
         values[layer] = einops.rearrange(v, "b k h d -> b h k d").clone()
 
-    if backend == "sdpa":
-        streamer = model.stream(
-            layer_ids, lambda layer, lay: keep(layer, {"pattern": lay.rows(streamed), "v": lay.v})
-        )
-    else:
-        streamer = stream_layers(model, ["v", "pattern"], layer_ids, keep)
-    device = _device(model)
+    streamer = stream_rows(model, layer_ids, keep, backend=backend)
+    device = model_device(model)
     with torch.no_grad(), streamer:
         model(toks.to(device))
     missing = [layer for layer in layer_ids if layer not in patterns]
@@ -165,13 +164,3 @@ def capture_attention(
         queries=query_ids,
         tokens=toks,
     )
-
-
-def _device(model: Any) -> torch.device:
-    cfg_device = getattr(getattr(model, "cfg", None), "device", None)
-    if cfg_device is not None:
-        return torch.device(cfg_device)
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")

@@ -28,7 +28,10 @@ __all__ = [
     "check_hook_points",
     "expand_kv",
     "hook_name",
+    "is_causal",
+    "model_device",
     "model_dims",
+    "model_name",
     "normalize_layers",
     "stream_layers",
 ]
@@ -97,6 +100,36 @@ def model_dims(model: Any) -> ModelDims:
         n_ctx=int(getattr(cfg, "n_ctx", 0) or 0),
         d_vocab=int(getattr(cfg, "d_vocab", 0) or 0),
     )
+
+
+def is_causal(model: Any) -> bool:
+    """Whether query rows see only their past: ``model.cfg.attention_dir`` (the one place).
+
+    TransformerLens configs, and :class:`~tl_geom.lens.sdpa.FusedConfig`, say
+    ``"bidirectional"`` for encoders (BERT) and ``"causal"`` otherwise (the default).
+    """
+    return getattr(getattr(model, "cfg", None), "attention_dir", "causal") != "bidirectional"
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the model's weights (else ``cfg.device``; cpu for a model without either)."""
+    try:
+        return next(iter(model.parameters())).device
+    except (StopIteration, AttributeError):
+        cfg_device = getattr(getattr(model, "cfg", None), "device", None)
+        return torch.device(cfg_device) if cfg_device is not None else torch.device("cpu")
+
+
+def model_name(model: Any) -> str:
+    """The model's own name, never just "TransformerBridge" where a better one is known.
+
+    ``cfg.model_name``, else its transformers config's ``_name_or_path``, else the class.
+    """
+    name = getattr(getattr(model, "cfg", None), "model_name", None)
+    if not name:
+        hf = getattr(model, "hf", None) or getattr(model, "original_model", None) or model
+        name = getattr(getattr(hf, "config", None), "_name_or_path", None)
+    return str(name) if name else type(model).__name__
 
 
 def normalize_layers(layers: int | Sequence[int] | None, n_layers: int) -> tuple[int, ...]:

@@ -29,7 +29,13 @@ import torch
 from torch import Tensor
 
 from tl_geom.errors import TlGeomError
-from tl_geom.lens.hooks import check_hook_points, hook_name, model_dims, normalize_layers
+from tl_geom.lens.hooks import (
+    check_hook_points,
+    hook_name,
+    is_causal,
+    model_dims,
+    normalize_layers,
+)
 
 __all__ = [
     "AmplifyVariance",
@@ -199,11 +205,11 @@ def move_sink(
     if dst == snk:
         raise TlGeomError(f"to={to} equals sink={sink}; moving the sink onto itself is a no-op")
     ids = _setup(model, "pattern", layers)
+    causal = is_causal(model)
 
     def hook(pattern: Tensor, hook: Any) -> Tensor:
         _check_in_sequence("to", dst, pattern.shape[-1])
         _check_in_sequence("sink", snk, pattern.shape[-1])
-        causal = bool((torch.triu(pattern, 1) == 0).all())
         rows = torch.arange(pattern.shape[-2], device=pattern.device)
         sees = (rows >= dst) if causal else torch.ones_like(rows, dtype=torch.bool)
         moved = pattern[..., snk] * sees

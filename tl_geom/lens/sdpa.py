@@ -78,7 +78,9 @@ class FusedConfig:
         """Read the attention shapes of a transformers ``PretrainedConfig``."""
         n_heads = int(config.num_attention_heads)
         d_head = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-        encoder = getattr(config, "model_type", "") in {"bert", "roberta", "distilbert", "electra"}
+        from tl_geom.lens.models import is_encoder_config
+
+        encoder = is_encoder_config(config)
         return cls(
             n_layers=int(config.num_hidden_layers),
             n_heads=n_heads,
@@ -336,7 +338,7 @@ def fused_supported(path: Path, *, trust_remote_code: bool = False) -> bool:
 
 
 def load_fused_model(
-    name_or_path: str = "smollm2-135m",
+    name_or_path: str | Path = "smollm2-135m",
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
@@ -353,7 +355,7 @@ def load_fused_model(
 
     from tl_geom.lens.models import quiet_loading, resolve_model
 
-    path: Path = resolve_model(name_or_path)[0]
+    path: Path = resolve_model(name_or_path)
     _register()
     with quiet_loading():
         hf = AutoModel.from_pretrained(

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from tl_geom._checks import check_count
 from tl_geom.errors import TlGeomError
 
 __all__ = ["BOS", "HeadNorm", "TinyLM", "TinyLMConfig", "encode_bytes"]
@@ -60,9 +61,7 @@ class TinyLMConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_head", "d_mlp", "n_ctx"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TlGeomError(f"{name}={value!r}; expected an int >= 1")
+            check_count(name, getattr(self, name))
         if self.d_vocab != BOS + 1:
             raise TlGeomError(f"d_vocab={self.d_vocab}; the byte-level TinyLM has {BOS + 1}")
         if self.positional_embedding_type != "standard":

@@ -36,7 +36,7 @@ from einops.packing import Shape
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
+from tl_geom._checks import ROW_SUM_ATOL, check_count, check_n, check_values, check_weights
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry.baseline import random_ranks
 from tl_geom.geometry.top_n import g_scores, separability, top_n_rank
@@ -195,8 +195,7 @@ def random_cumulative_distance(
     _check_form(form)
     if reduce not in ("mean", "none"):
         raise TlGeomError(f"reduce={reduce!r}; expected 'mean' or 'none'")
-    if isinstance(draws, bool) or not isinstance(draws, Integral) or draws < 1:
-        raise TlGeomError(f"draws={draws!r} must be an int >= 1")
+    check_count("draws", draws)
     a, y, n_t, packed, scalar = _prepare(alpha, values, n, dtype, atol)
     ranks = random_ranks((a.shape[0],), a.shape[-1], draws=int(draws), seed=seed, device=a.device)
     per_draw: list[Tensor] = []

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from tl_geom._checks import check_count
 from tl_geom.errors import TlGeomError
 from tl_geom.lens.data import load_corpus
 from tl_geom.lens.tiny_lm import BOS, TinyLM, TinyLMConfig, encode_bytes
@@ -54,9 +55,7 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "n_layers", "n_heads", "d_head", "d_mlp", "val_windows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TlGeomError(f"{name}={value!r}; expected an int >= 1")
+            check_count(name, getattr(self, name))
         if self.n_ctx < 2:
             raise TlGeomError(f"n_ctx={self.n_ctx}; expected >= 2")
         if not self.lr > 0:

@@ -24,12 +24,13 @@ import torch
 from torch import Tensor
 
 from tl_geom.errors import TlGeomError
-from tl_geom.lens.capture import _device  # pyright: ignore[reportPrivateUsage]
 from tl_geom.lens.hooks import (
     as_tokens,
     check_hook_points,
     expand_kv,
     hook_name,
+    is_causal,
+    model_device,
     model_dims,
     normalize_layers,
     stream_layers,
@@ -72,7 +73,7 @@ def per_layer(
         out[layer] = reduce(layer, {k: v.detach() for k, v in acts.items()})
 
     with torch.no_grad(), stream_layers(model, kinds, ids, keep):
-        model(toks.to(_device(model)))
+        model(toks.to(model_device(model)))
     missing = [layer for layer in ids if layer not in out]
     if missing:
         raise TlGeomError(f"the hooks {list(kinds)} did not fire for layers {missing}")
@@ -127,20 +128,15 @@ def sink_profile(
         model: a TransformerLens model with ``hook_pattern``.
         tokens: ``[batch, pos]`` ids or a string (standard protocol: T = 64, 100 samples).
         layers: layers to measure (None: all).
-        causal: None infers it from the pattern: causal when every entry above the
-            diagonal is exactly 0 in every measured layer [ours].
+        causal: None takes the model's own mask (:func:`tl_geom.lens.hooks.is_causal`).
     """
-    flags: list[bool] = []
+    causal = is_causal(model) if causal is None else causal
 
     def reduce(layer: int, acts: dict[str, Tensor]) -> Tensor:
-        p = acts["pattern"]
-        flags.append(bool((torch.triu(p, 1) == 0).all()))
-        return p.double()
+        return sm.sink_importance(acts["pattern"].double(), causal=causal)
 
-    # Patterns are kept until all layers ran to decide `causal`; fine at T = 64-1024.
-    ids, pats = per_layer(model, tokens, ["pattern"], layers, reduce)
-    is_causal = all(flags) if causal is None else causal
-    return SinkProfile(sm.sink_importance(pats, causal=is_causal), ids, is_causal)
+    ids, imp = per_layer(model, tokens, ["pattern"], layers, reduce)
+    return SinkProfile(imp, ids, causal)
 
 
 @dataclass(frozen=True)
@@ -280,7 +276,7 @@ def qk_lock_in_profile(
 
     fwd = [(hook_name(layer, kind), make(layer, kind)) for layer in ids for kind in kinds]
     with torch.no_grad(), model.hooks(fwd_hooks=fwd):
-        model(toks.to(_device(model)))
+        model(toks.to(model_device(model)))
     if len(got) != len(fwd):
         raise TlGeomError(
             f"{kinds[0]}/{kinds[1]} did not fire on this model (a native TransformerBridge "

@@ -29,6 +29,7 @@ __all__ = [
     "MassiveTop",
     "dom_ratio",
     "effective_rank",
+    "first_key_importance",
     "kendall_tau",
     "massive_activations",
     "neuron_contributions",
@@ -77,6 +78,20 @@ def sink_importance(
         else torch.full((n_key,), float(n_query), dtype=torch.float64, device=a.device)
     )
     return a.sum(-2) / counts
+
+
+def first_key_importance(rows: Float[Tensor, "*lead query key"]) -> Float[Tensor, "*lead"]:
+    """``imp(0) = mean_{i < T} A[i, 0]`` from the first T query rows of a pattern.
+
+    For a causal model this is exactly :func:`sink_importance` at key 0 of the T-token
+    prefix (every row sees key 0, and a row does not depend on later tokens), so it
+    needs only those T rows, not the square pattern; for an encoder it is the mean over
+    the T rows of their weight on position 0 [ours]. Spec: sinks.md, "Measures".
+
+    >>> first_key_importance(torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])).item()
+    0.75
+    """
+    return _floating("rows", rows, 2)[..., 0].double().mean(-1)
 
 
 def sink_rate(imp0: Float[Tensor, "*lead layer head"], *, eps: float = 0.3) -> Tensor:

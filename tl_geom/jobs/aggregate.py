@@ -1,0 +1,210 @@
+"""Per-window results -> the tables of a run: means, spreads, head types, the envelope.
+
+No model is needed: :func:`aggregate` works on the dictionaries that
+:func:`tl_geom.jobs.window.run_window` returns (or that were read back from
+``out/windows``), so a resumed run aggregates exactly as an uninterrupted one.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tl_geom.geometry.profile import attention_profile
+from tl_geom.geometry.simulation import simulate_separability
+from tl_geom.geometry.taxonomy import TaxonomyConfig, classify_heads, cluster_agreement
+from tl_geom.jobs.results import AttentionView
+from tl_geom.jobs.window import (
+    C_LAST,
+    C_SINK,
+    CURVE_KEYS,
+    HEAD_KEYS,
+    MASS_KEYS,
+    PRF_KEYS,
+    RADIUS_KEYS,
+    RANDOM_KEYS,
+    WindowSpec,
+)
+
+__all__ = ["Tables", "aggregate"]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The aggregated tables of a run (an :class:`~tl_geom.jobs.results.Analysis` less ``run``).
+
+    ``summary`` holds what the tables were made with (the taxonomy's thresholds, counts
+    and k-means check) for ``run.json``.
+    """
+
+    metrics: pd.DataFrame
+    heads: pd.DataFrame
+    envelope: pd.DataFrame
+    profiles: np.ndarray
+    view: AttentionView | None
+    summary: dict[str, Any]
+
+
+def aggregate(
+    per_window: list[dict[str, torch.Tensor]],
+    spec: WindowSpec,
+    *,
+    d_head: int,
+    samples: int = 64,
+    view_tokens: list[str] | None = None,
+    taxonomy: TaxonomyConfig | None = None,
+) -> Tables:
+    """Means and spreads over windows, profile fits, head types and the envelope (no model).
+
+    Head types: the window means of ``c_last``, ``c_sink`` and the mass split go through
+    :func:`tl_geom.geometry.taxonomy.classify_heads`; the k-means check and its agreement
+    with the rules land in ``summary["taxonomy"]``.
+    """
+    stack = {k: torch.stack([r[k] for r in per_window]) for k in per_window[0] if k != "view"}
+    metrics = _metrics_table(stack, spec, len(per_window))
+    profiles = stack["profile"].double().mean(0)  # [layer, head, L]
+    heads = _heads_table(stack, profiles, spec)
+    heads, types_summary = _head_types(stack, heads, taxonomy or TaxonomyConfig())
+    return Tables(
+        metrics=pd.DataFrame(metrics),
+        heads=pd.DataFrame(heads),
+        envelope=_envelope(stack, profiles, spec, d_head=d_head, samples=samples),
+        profiles=profiles.float().numpy(),
+        view=_attention_view(per_window[0], stack, spec, view_tokens),
+        summary={"taxonomy": types_summary},
+    )
+
+
+def _metrics_table(
+    stack: dict[str, torch.Tensor], spec: WindowSpec, windows: int
+) -> dict[str, Any]:
+    """One row per layer x head x N: window means, spreads of P/R/F, the curves."""
+    n_layers, n_heads = stack["precision"].shape[1:3]
+    metrics: dict[str, Any] = {
+        "layer": np.repeat(np.array(spec.layers), n_heads * len(spec.n)),
+        "head": np.tile(np.repeat(np.arange(n_heads), len(spec.n)), n_layers),
+        "n": np.tile(np.array(spec.n), n_layers * n_heads),
+    }
+    for key in (*PRF_KEYS, *RANDOM_KEYS, *RADIUS_KEYS):
+        metrics[key] = stack[key].double().nanmean(0).flatten().numpy()
+    for key in PRF_KEYS:
+        metrics[f"{key}_std"] = _nanstd(stack[key].double()).flatten().numpy()
+    metrics["windows"] = windows
+    for key in CURVE_KEYS:
+        metrics[key] = stack[key].double().nanmean(0).flatten().numpy()
+    return metrics
+
+
+def _heads_table(
+    stack: dict[str, torch.Tensor], profiles: torch.Tensor, spec: WindowSpec
+) -> dict[str, Any]:
+    """One row per head: window means of the diagnostics and the 4-segment profile fit."""
+    n_layers, n_heads = profiles.shape[:2]
+    fit = attention_profile(profiles)
+    heads: dict[str, Any] = {
+        "layer": np.repeat(np.array(spec.layers), n_heads),
+        "head": np.tile(np.arange(n_heads), n_layers),
+        "type": "unclassified",
+    }
+    for key in HEAD_KEYS:
+        if key in stack:
+            heads[key] = stack[key].double().nanmean(0).flatten().numpy()
+    heads["profile_r2"] = fit.r2.flatten().numpy()
+    heads["profile_holds"] = fit.holds.flatten().numpy()
+    return heads
+
+
+def _head_types(
+    stack: dict[str, torch.Tensor], heads: dict[str, Any], cfg: TaxonomyConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rule labels and features into the heads table; the k-means check as a summary."""
+    c_last, c_sink = (stack[k].double().nanmean(0) for k in (C_LAST, C_SINK))  # [layer, head, N]
+    mass = torch.stack([stack[k].double().nanmean(0) for k in MASS_KEYS], -1)
+    types = classify_heads(c_last, c_sink, mass, cfg)
+    agree = cluster_agreement(c_last, c_sink, mass, types.code, cfg)
+    frame = types.to_frame()
+    heads = {**heads, "type": frame["type"].to_numpy()}
+    for key in MASS_KEYS:
+        heads[key] = stack[key].double().nanmean(0).flatten().numpy()
+    for col in frame.columns[1:]:
+        heads[col] = frame[col].to_numpy()
+    heads["cluster"] = agree.clusters
+    counts = {t: int((frame["type"] == t).sum()) for t in dict.fromkeys(frame["type"])}
+    summary = {
+        "config": asdict(cfg),
+        "counts": counts,
+        "kmeans": {
+            "k": 3,
+            "labelled_heads": agree.labelled,
+            "accuracy": agree.accuracy,
+            "adjusted_rand": agree.ari,
+            "inertia": agree.inertia,
+        },
+        "query": "final",
+    }
+    return heads, summary
+
+
+def _nanstd(x: torch.Tensor) -> torch.Tensor:
+    """Population std over windows (dim 0), ignoring NaN; 0 for a single window."""
+    mean = x.nanmean(0, keepdim=True)
+    return ((x - mean) ** 2).nanmean(0).sqrt()
+
+
+def _envelope(
+    stack: dict[str, torch.Tensor],
+    profiles: torch.Tensor,
+    spec: WindowSpec,
+    *,
+    d_head: int,
+    samples: int,
+) -> pd.DataFrame:
+    """Expected P/R/F under the assumption model fitted to the whole model [ours].
+
+    One curve for the model: the median over heads of the value-norm CV, the sink
+    compression and the cosine decay beta (infinite when no head's fit is positive),
+    and the mean final-query profile over all heads and windows as the weights.
+    """
+    cv = float(stack["norm_cv"].double().nanmedian())
+    lam = float(stack["sink_lambda"].double().nanmedian())
+    betas = stack["beta"].double()
+    betas = betas[torch.isfinite(betas) & (betas > 0)]
+    beta = float(betas.median()) if betas.numel() else math.inf
+    alpha = profiles.mean((0, 1))
+    alpha = alpha / alpha.sum()
+    sim = simulate_separability(
+        alpha, list(spec.n), d=d_head, cv=cv, lam=lam, beta=beta, samples=samples, seed=spec.seed
+    )
+    return pd.DataFrame(
+        {
+            "n": list(spec.n),
+            "precision": sim.precision.numpy(),
+            "recall": sim.recall.numpy(),
+            "f1": sim.f1.numpy(),
+            "precision_std": sim.precision_std.numpy(),
+            "recall_std": sim.recall_std.numpy(),
+            "f1_std": sim.f1_std.numpy(),
+            "cv": cv,
+            "lam": lam,
+            "beta": beta,
+        }
+    )
+
+
+def _attention_view(
+    first: dict[str, torch.Tensor],
+    stack: dict[str, torch.Tensor],
+    spec: WindowSpec,
+    tokens: list[str] | None,
+) -> AttentionView | None:
+    """The first window's attention view, in the layer with the most sink mass."""
+    if "view" not in first or tokens is None:
+        return None
+    pick = int(stack["sink_mass"].mean((0, 2)).argmax())
+    pattern = first["view"][pick].numpy()
+    return AttentionView(
+        layer=int(spec.layers[pick]), tokens=tokens[: pattern.shape[-1]], pattern=pattern
+    )

@@ -1,0 +1,148 @@
+"""Open the model of a run and resolve the run's facts once: :class:`RunFacts`.
+
+Model, backend, device, dtype, causal mask, layers, N grid and head size are decided
+here, where the model is opened, and passed down; nothing below re-derives them
+(docs/architecture.md, "One place per fact").
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tl_geom.errors import TlGeomError
+from tl_geom.jobs.config import check_model_options
+from tl_geom.lens.hooks import (
+    ModelDims,
+    is_causal,
+    model_device,
+    model_dims,
+    model_name,
+    normalize_layers,
+)
+from tl_geom.lens.rows import Backend, backend_of
+from tl_geom.lens.sdpa import as_fused, fused_supported, load_fused_model
+
+__all__ = ["RunFacts", "check_device", "open_model", "open_run"]
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run is, resolved once where its model is opened.
+
+    Attributes:
+        model: the model's name (the name given, else ``cfg.model_name``).
+        backend: ``"hooks"`` or ``"sdpa"``: how the attention rows are read.
+        device: where the model's weights are.
+        dtype: the model's parameter dtype.
+        causal: whether query rows see only their past (decoders).
+        layers: the layers analysed, sorted.
+        n_grid: the N values, sorted.
+        dims: the model's attention shapes (``d_head``, heads, KV heads, context).
+    """
+
+    model: str
+    backend: Backend
+    device: str
+    dtype: str
+    causal: bool
+    layers: tuple[int, ...]
+    n_grid: tuple[int, ...]
+    dims: ModelDims
+
+    def to_dict(self) -> dict[str, Any]:
+        """The facts for ``run.json`` (``dims`` as its own mapping)."""
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "device": self.device,
+            "dtype": self.dtype,
+            "causal": self.causal,
+            "layers": list(self.layers),
+            "n": list(self.n_grid),
+        }
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` checked before anything loads; under torchrun, ``cuda`` is the local GPU.
+
+    Raises:
+        TlGeomError: an unknown device string, or CUDA asked for where torch sees none.
+    """
+    if device is None:
+        return None
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise TlGeomError(f"device={device!r} is not a torch device (cpu, cuda, cuda:1)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise TlGeomError(f"device={device!r} asked for, but torch sees no CUDA GPU here")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per torchrun process
+    return device
+
+
+def open_model(
+    model: Any, backend: str = "hooks", *, device: str | None = None, dtype: str = "float32"
+) -> Any:
+    """The model to run for ``backend``: loaded by name, or the given object checked.
+
+    ``hooks``: a TransformerLens model (``load_model``); ``sdpa``: a
+    :class:`~tl_geom.lens.sdpa.FusedModel` (``load_fused_model``; fused attention, only the
+    needed rows recomputed); ``auto``: ``sdpa`` where the architecture routes attention
+    through transformers' AttentionInterface, else ``hooks``. A model object is used as
+    given under ``auto``. The name is resolved to a directory once.
+
+    Raises:
+        TlGeomError: an unknown backend or dtype, ``device="cuda"`` without a GPU,
+            ``sdpa`` for a model it cannot serve (the message names ``--backend hooks``).
+    """
+    check_model_options(backend, dtype)
+    device = check_device(device)
+    if not isinstance(model, str):
+        return as_fused(model) if backend == "sdpa" else model
+    from tl_geom.lens.models import load_model, resolve_model
+
+    path = resolve_model(model)
+    torch_dtype = getattr(torch, dtype)
+    if backend == "sdpa" or (backend == "auto" and fused_supported(path)):
+        return load_fused_model(path, device=device, dtype=torch_dtype)
+    return load_model(path, device=device, dtype=torch_dtype)
+
+
+def open_run(
+    model: Any,
+    *,
+    backend: str,
+    device: str | None,
+    dtype: str,
+    layers: tuple[int, ...] | None,
+    n_grid: tuple[int, ...],
+    ctx: int,
+) -> tuple[Any, RunFacts]:
+    """Open ``model`` (:func:`open_model`) and resolve the run's facts against it.
+
+    Raises:
+        TlGeomError: as :func:`open_model`; ``ctx`` beyond the model's context; a model
+            without a tokenizer (windows are cut with it).
+    """
+    name = model if isinstance(model, str) else model_name(model)
+    model = open_model(model, backend, device=device, dtype=dtype)
+    dims = model_dims(model)
+    if dims.n_ctx and ctx > dims.n_ctx:
+        raise TlGeomError(f"ctx={ctx} exceeds the model's context n_ctx={dims.n_ctx}")
+    if getattr(model, "tokenizer", None) is None:
+        raise TlGeomError("the model has no tokenizer; analyze needs one to cut windows")
+    param = next(iter(model.parameters()))
+    facts = RunFacts(
+        model=name,
+        backend=backend_of(model),
+        device=str(model_device(model)),
+        dtype=str(param.dtype).removeprefix("torch."),
+        causal=is_causal(model),
+        layers=normalize_layers(list(layers) if layers else None, dims.n_layers),
+        n_grid=n_grid,
+        dims=dims,
+    )
+    return model, facts
