@@ -7,42 +7,45 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tl_geom.app import claims as cl
+from tl_geom import claim
 from tl_geom.app import reproduce as rp
-from tl_geom.app import verdicts as vd
 from tl_geom.app.cli import main
 from tl_geom.app.reproduce import COLUMNS, QUICK, Budget, _fit_context, reproduce
 from tl_geom.errors import TlGeomError
+from tl_geom.geometry import assumption_claims as gac
+from tl_geom.geometry import claims as gc
+from tl_geom.normalization import claims as nc
+from tl_geom.sinks import claims as sc
 from tl_geom.sinks.headnorm import StudyConfig
 
-R, P, N = vd.REPRODUCED, vd.PARTLY, vd.NOT
+R, P, N = claim.REPRODUCED, claim.PARTLY, claim.NOT
 NAN = math.nan
 
 # Each rule, fed synthetic numbers, must be able to give each verdict.
 CASES = [
-    (vd.top_beats_random_verdict, (0.8,), R),
-    (vd.top_beats_random_verdict, (0.79,), P),
-    (vd.top_beats_random_verdict, (0.49,), N),
-    (vd.top_beats_random_verdict, (NAN,), N),
-    (vd.peak_small_n_verdict, ([1, 2, 4, 8, 16], [1.0, 0.3, 0.6, 0.5, 0.4]), R),
-    (vd.peak_small_n_verdict, ([1, 2, 4, 8, 16], [1.0, 0.3, 0.4, 0.6, 0.5]), P),
-    (vd.peak_small_n_verdict, ([1, 2, 4, 8, 16], [1.0, 0.3, 0.4, 0.5, 0.6]), N),
-    (vd.peak_small_n_verdict, ([1, 2], [1.0, NAN]), N),
-    (vd.rho0_recall_verdict, ([2, 3, 6, 8], [0.1, 0.21, 0.3, 0.25]), R),
-    (vd.rho0_recall_verdict, ([2, 3, 6, 8], [0.4, 0.21, 0.3, 0.25]), P),
-    (vd.rho0_recall_verdict, ([1, 2, 4, 8], [0.9, 0.2, 0.2, 0.1]), N),
-    (vd.value_norms_verdict, (0.1, 0.5), R),
-    (vd.value_norms_verdict, (0.11, 0.5), P),
-    (vd.value_norms_verdict, (0.05, 0.49), P),
-    (vd.value_norms_verdict, (NAN, 0.4), N),
-    (vd.cosine_decay_verdict, (0.5,), R),
-    (vd.cosine_decay_verdict, (0.2,), P),
-    (vd.cosine_decay_verdict, (0.0,), N),
-    (vd.four_phase_verdict, (1.0,), R),
-    (vd.four_phase_verdict, (0.3,), P),
-    (vd.four_phase_verdict, (0.1,), N),
+    (gc.top_beats_random_verdict, (0.8,), R),
+    (gc.top_beats_random_verdict, (0.79,), P),
+    (gc.top_beats_random_verdict, (0.49,), N),
+    (gc.top_beats_random_verdict, (NAN,), N),
+    (gc.peak_small_n_verdict, ([1, 2, 4, 8, 16], [1.0, 0.3, 0.6, 0.5, 0.4]), R),
+    (gc.peak_small_n_verdict, ([1, 2, 4, 8, 16], [1.0, 0.3, 0.4, 0.6, 0.5]), P),
+    (gc.peak_small_n_verdict, ([1, 2, 4, 8, 16], [1.0, 0.3, 0.4, 0.5, 0.6]), N),
+    (gc.peak_small_n_verdict, ([1, 2], [1.0, NAN]), N),
+    (gac.rho0_recall_verdict, ([2, 3, 6, 8], [0.1, 0.21, 0.3, 0.25]), R),
+    (gac.rho0_recall_verdict, ([2, 3, 6, 8], [0.4, 0.21, 0.3, 0.25]), P),
+    (gac.rho0_recall_verdict, ([1, 2, 4, 8], [0.9, 0.2, 0.2, 0.1]), N),
+    (gac.value_norms_verdict, (0.1, 0.5), R),
+    (gac.value_norms_verdict, (0.11, 0.5), P),
+    (gac.value_norms_verdict, (0.05, 0.49), P),
+    (gac.value_norms_verdict, (NAN, 0.4), N),
+    (gac.cosine_decay_verdict, (0.5,), R),
+    (gac.cosine_decay_verdict, (0.2,), P),
+    (gac.cosine_decay_verdict, (0.0,), N),
+    (gac.four_phase_verdict, (1.0,), R),
+    (gac.four_phase_verdict, (0.3,), P),
+    (gac.four_phase_verdict, (0.1,), N),
     (
-        vd.head_regimes_verdict,
+        gac.head_regimes_verdict,
         (
             {"Retriever": 0.05, "Reset": 0.3, "Mixer": 0.3},
             {"Retriever": 0.0, "Reset": 0.4, "Mixer": 1.0},
@@ -50,7 +53,7 @@ CASES = [
         R,
     ),
     (
-        vd.head_regimes_verdict,
+        gac.head_regimes_verdict,
         (
             {"Retriever": 0.1, "Reset": 0.3, "Mixer": 0.3},
             {"Retriever": 0.0, "Reset": 1.0, "Mixer": 0.5},
@@ -58,60 +61,60 @@ CASES = [
         P,
     ),
     (
-        vd.head_regimes_verdict,
+        gac.head_regimes_verdict,
         (
             {"Retriever": 0.04, "Reset": 0.3, "Mixer": 0.3},
             {"Retriever": 0.0, "Reset": 0.4, "Mixer": 1.0},
         ),
         N,
     ),
-    (vd.sparsify_verdict, ([0.1, 0.2, 0.3, 0.4], [1, 1, 1, 0.2], {"e": [0.0, 1, 1, 1]}), R),
-    (vd.sparsify_verdict, ([0.1, 0.2, 0.3, 0.4], [1, 1, 0.2, 0.2], {"e": [0.0, 1, 1, 1]}), P),
-    (vd.sparsify_verdict, ([0.1, 0.2], [1, 1], {"e": [1, 1], "s": [0.5, 0.5]}), P),
-    (vd.sparsify_verdict, ([0.1, 0.2], [0.05, 1], {"e": [0.0, 0.0]}), P),
-    (vd.sparsify_verdict, ([0.1, 0.2], [0.05, 0.1], {"e": [0.0, 0.0]}), N),
-    (vd.distance_length_verdict, ([32, 64, 128, 256], [1, 2.1, 3.9, 8.2]), R),
-    (vd.distance_length_verdict, ([32, 64, 128, 256], [1, 1.5, 2.2, 3.3]), P),
-    (vd.distance_length_verdict, ([32, 64, 128, 256], [1, 1.1, 1.0, 1.2]), N),
-    (vd.distance_plateau_verdict, ([1, 5, 20, 50, 100], [9, 6, 5, 5.1, 5.2]), R),
-    (vd.distance_plateau_verdict, ([1, 5, 20, 50, 100], [5, 5, 5, 5.5, 5.9]), P),
-    (vd.distance_plateau_verdict, ([1, 5, 20, 100], [1, 2, 5, 9]), N),
-    (vd.critical_n_verdict, ([64, 256, 1024], [4, 16, 61]), R),
-    (vd.critical_n_verdict, ([64, 256, 1024], [16, 64, 200]), P),
-    (vd.critical_n_verdict, ([64, 256, 1024], [1, 1, 2]), P),
-    (vd.critical_n_verdict, ([64, 256, 1024], [1, 1, 1]), N),
-    (vd.critical_n_verdict, ([64, 256, 1024], [NAN, NAN, 40]), N),
-    (vd.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.8, 0.75, 0.72]), R),
-    (vd.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.5, 0.45, 0.4]), P),
-    (vd.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.95, 0.5, 0.3]), N),
-    (vd.recall_saturation_verdict, ([2, 4], [1, 0.9]), N),
-    (vd.gradient_sensitivity_verdict, ([0.003, 0.01, 0.03, 0.1, 1], [300, 100, 33, 10, 1]), R),
-    (vd.gradient_sensitivity_verdict, ([0.003, 0.01, 0.03, 0.1, 1], [2, 2, 2, 2, 0.5]), P),
-    (vd.gradient_sensitivity_verdict, ([0.003, 0.01, 0.03, 0.1, 1], [4, 2, 1.5, 1.2, 1]), P),
-    (vd.gradient_sensitivity_verdict, ([0.003, 0.01, 0.03, 0.1, 1], [1, 1, 1, 1, 1]), N),
-    (vd.first_position_variance_verdict, (0.8,), R),
-    (vd.first_position_variance_verdict, (0.2,), P),
-    (vd.first_position_variance_verdict, (0.19,), N),
-    (vd.massive_activation_verdict, (101.0, 1001.0), R),
-    (vd.massive_activation_verdict, (101.0, 10.0), P),
-    (vd.massive_activation_verdict, (11.0, 101.0), P),
-    (vd.massive_activation_verdict, (11.0, 99.0), N),
-    (vd.super_neuron_verdict, (100.0, 0.5, 0.9), R),
-    (vd.super_neuron_verdict, (100.0, 0.2, 0.5), P),
-    (vd.super_neuron_verdict, (100.0, 0.2, 0.4), N),
-    (vd.super_neuron_verdict, (99.0, 0.9, 0.9), N),
-    (vd.self_only_verdict, (0.01, 0.1), R),
-    (vd.self_only_verdict, (0.01, 0.02), P),
-    (vd.self_only_verdict, (0.01, 0.019), N),
-    (vd.variance_amplification_verdict, (0.01, [0.02, 0.05, 0.2], [0.01, 0.02, 0.04]), R),
-    (vd.variance_amplification_verdict, (0.01, [0.02, 0.05, 0.2], [0.01, 0.05, 0.2]), P),
-    (vd.variance_amplification_verdict, (0.01, [0.02, 0.3, 0.2], [0.01, 0.02, 0.02]), P),
-    (vd.variance_amplification_verdict, (0.01, [0.02, 0.05, 0.09], [0.01, 0.02, 0.02]), N),
-    (vd.headnorm_verdict, (80.0, 72.0, 0.4, 0.1), R),
-    (vd.headnorm_verdict, (80.0, 73.0, 0.4, 0.1), P),
-    (vd.headnorm_verdict, (80.0, 30.0, 0.05, 0.0), P),
-    (vd.headnorm_verdict, (3.0, 3.1, 0.0, 0.05), N),
-    (vd.headnorm_verdict, (NAN, 3.1, 0.5, 0.0), N),
+    (gc.sparsify_verdict, ([0.1, 0.2, 0.3, 0.4], [1, 1, 1, 0.2], {"e": [0.0, 1, 1, 1]}), R),
+    (gc.sparsify_verdict, ([0.1, 0.2, 0.3, 0.4], [1, 1, 0.2, 0.2], {"e": [0.0, 1, 1, 1]}), P),
+    (gc.sparsify_verdict, ([0.1, 0.2], [1, 1], {"e": [1, 1], "s": [0.5, 0.5]}), P),
+    (gc.sparsify_verdict, ([0.1, 0.2], [0.05, 1], {"e": [0.0, 0.0]}), P),
+    (gc.sparsify_verdict, ([0.1, 0.2], [0.05, 0.1], {"e": [0.0, 0.0]}), N),
+    (nc.distance_length_verdict, ([32, 64, 128, 256], [1, 2.1, 3.9, 8.2]), R),
+    (nc.distance_length_verdict, ([32, 64, 128, 256], [1, 1.5, 2.2, 3.3]), P),
+    (nc.distance_length_verdict, ([32, 64, 128, 256], [1, 1.1, 1.0, 1.2]), N),
+    (nc.distance_plateau_verdict, ([1, 5, 20, 50, 100], [9, 6, 5, 5.1, 5.2]), R),
+    (nc.distance_plateau_verdict, ([1, 5, 20, 50, 100], [5, 5, 5, 5.5, 5.9]), P),
+    (nc.distance_plateau_verdict, ([1, 5, 20, 100], [1, 2, 5, 9]), N),
+    (nc.critical_n_verdict, ([64, 256, 1024], [4, 16, 61]), R),
+    (nc.critical_n_verdict, ([64, 256, 1024], [16, 64, 200]), P),
+    (nc.critical_n_verdict, ([64, 256, 1024], [1, 1, 2]), P),
+    (nc.critical_n_verdict, ([64, 256, 1024], [1, 1, 1]), N),
+    (nc.critical_n_verdict, ([64, 256, 1024], [NAN, NAN, 40]), N),
+    (nc.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.8, 0.75, 0.72]), R),
+    (nc.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.5, 0.45, 0.4]), P),
+    (nc.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.95, 0.5, 0.3]), N),
+    (nc.recall_saturation_verdict, ([2, 4], [1, 0.9]), N),
+    (nc.gradient_sensitivity_verdict, ([0.003, 0.01, 0.03, 0.1, 1], [300, 100, 33, 10, 1]), R),
+    (nc.gradient_sensitivity_verdict, ([0.003, 0.01, 0.03, 0.1, 1], [2, 2, 2, 2, 0.5]), P),
+    (nc.gradient_sensitivity_verdict, ([0.003, 0.01, 0.03, 0.1, 1], [4, 2, 1.5, 1.2, 1]), P),
+    (nc.gradient_sensitivity_verdict, ([0.003, 0.01, 0.03, 0.1, 1], [1, 1, 1, 1, 1]), N),
+    (sc.first_position_variance_verdict, (0.8,), R),
+    (sc.first_position_variance_verdict, (0.2,), P),
+    (sc.first_position_variance_verdict, (0.19,), N),
+    (sc.massive_activation_verdict, (101.0, 1001.0), R),
+    (sc.massive_activation_verdict, (101.0, 10.0), P),
+    (sc.massive_activation_verdict, (11.0, 101.0), P),
+    (sc.massive_activation_verdict, (11.0, 99.0), N),
+    (sc.super_neuron_verdict, (100.0, 0.5, 0.9), R),
+    (sc.super_neuron_verdict, (100.0, 0.2, 0.5), P),
+    (sc.super_neuron_verdict, (100.0, 0.2, 0.4), N),
+    (sc.super_neuron_verdict, (99.0, 0.9, 0.9), N),
+    (sc.self_only_verdict, (0.01, 0.1), R),
+    (sc.self_only_verdict, (0.01, 0.02), P),
+    (sc.self_only_verdict, (0.01, 0.019), N),
+    (sc.variance_amplification_verdict, (0.01, [0.02, 0.05, 0.2], [0.01, 0.02, 0.04]), R),
+    (sc.variance_amplification_verdict, (0.01, [0.02, 0.05, 0.2], [0.01, 0.05, 0.2]), P),
+    (sc.variance_amplification_verdict, (0.01, [0.02, 0.3, 0.2], [0.01, 0.02, 0.02]), P),
+    (sc.variance_amplification_verdict, (0.01, [0.02, 0.05, 0.09], [0.01, 0.02, 0.02]), N),
+    (sc.headnorm_verdict, (80.0, 72.0, 0.4, 0.1), R),
+    (sc.headnorm_verdict, (80.0, 73.0, 0.4, 0.1), P),
+    (sc.headnorm_verdict, (80.0, 30.0, 0.05, 0.0), P),
+    (sc.headnorm_verdict, (3.0, 3.1, 0.0, 0.05), N),
+    (sc.headnorm_verdict, (NAN, 3.1, 0.5, 0.0), N),
 ]
 
 
@@ -124,29 +127,29 @@ def test_every_rule_can_say_every_verdict():
     said: dict[str, set[str]] = {}
     for rule, args, _ in CASES:
         said.setdefault(rule.__name__, set()).add(rule(*args))
-    rules = [n for n in vd.__all__ if n.endswith("_verdict")]
+    rules = [n for m in (gc, gac, nc, sc) for n in m.__all__ if n.endswith("_verdict")]
     assert sorted(said) == sorted(rules)
     for name, verdicts in said.items():
-        assert verdicts == set(vd.VERDICTS), name
+        assert verdicts == set(claim.VERDICTS), name
 
 
 def test_loglog_slope_literal():
     x = np.array([2.0, 4.0, 8.0, 16.0])
     y = 3.0 * x**-0.7
-    k, r2 = vd.loglog_slope(x, y)
+    k, r2 = claim.loglog_slope(x, y)
     assert k == pytest.approx(-0.7) and r2 == pytest.approx(1.0)
-    assert all(math.isnan(v) for v in vd.loglog_slope([1.0, 2.0], [0.0, -1.0]))
+    assert all(math.isnan(v) for v in claim.loglog_slope([1.0, 2.0], [0.0, -1.0]))
 
 
 def test_rule_input_errors():
     with pytest.raises(TlGeomError, match="1-d"):
-        vd.peak_small_n_verdict([1, 2], [0.5])
+        gc.peak_small_n_verdict([1, 2], [0.5])
     with pytest.raises(TlGeomError, match="N grid"):
-        vd.distance_plateau_verdict([1, 5, 10], [1.0, 1.0, 1.0])
+        nc.distance_plateau_verdict([1, 5, 10], [1.0, 1.0, 1.0])
     with pytest.raises(TlGeomError, match="T grid"):
-        vd.gradient_sensitivity_verdict([0.1, 1.0], [1.0, 1.0])
+        nc.gradient_sensitivity_verdict([0.1, 1.0], [1.0, 1.0])
     with pytest.raises(TlGeomError, match="heuristic"):
-        vd.sparsify_verdict([0.1], [0.2], {})
+        gc.sparsify_verdict([0.1], [0.2], {})
 
 
 def _metrics(gap: float) -> pd.DataFrame:
@@ -166,24 +169,24 @@ def _metrics(gap: float) -> pd.DataFrame:
 
 
 def test_claim_functions_on_synthetic_tables():
-    f = cl.claim_top_beats_random(_metrics(0.1))
+    f = gc.claim_top_beats_random(_metrics(0.1))
     assert f.verdict == R and f.numbers == {"share_heads": 1.0, "heads": 6}
-    assert cl.claim_top_beats_random(_metrics(-0.1)).verdict == N
-    peak = cl.claim_peak_small_n(_metrics(0.1))
+    assert gc.claim_top_beats_random(_metrics(-0.1)).verdict == N
+    peak = gc.claim_peak_small_n(_metrics(0.1))
     assert peak.numbers["n_star"] == 2 and peak.verdict == R
     heads = pd.DataFrame({"layer": [0, 0, 0, 1, 1, 1], "head": [0, 1, 2] * 2})
     heads["rho0"] = [0.1, 0.2, 0.3, 0.15, 0.25, 0.35]
-    rho = cl.claim_rho0_recall(_metrics(0.1), heads).numbers["spearman_by_n"]
+    rho = gac.claim_rho0_recall(_metrics(0.1), heads).numbers["spearman_by_n"]
     assert rho[3.0] > 0.8 and rho[2.0] < -0.8
-    assert cl.claim_rho0_recall(_metrics(0.1), heads).verdict == R
+    assert gac.claim_rho0_recall(_metrics(0.1), heads).verdict == R
     shift = pd.DataFrame(
         {"arm": ["amplify"] * 2 + ["control"] * 2, "lam": [4.0, 16.0] * 2, "layer": 0,
          "imp_k_before": 0.01, "imp_k_after": [0.05, 0.3, 0.01, 0.02]}
     )  # fmt: skip
-    amp = cl.claim_variance_amplification(shift, 10)
+    amp = sc.claim_variance_amplification(shift, 10)
     assert amp.numbers["amplify"] == [0.05, 0.3] and amp.verdict == R
     var = np.array([[4.0, 1.0, 1.0], [1.0, 2.0, 1.0]])
-    assert cl.claim_first_position_variance(var, var).numbers["share_layers"] == 0.5
+    assert sc.claim_first_position_variance(var, var).numbers["share_layers"] == 0.5
 
 
 def _tiny_budget() -> Budget:
@@ -212,9 +215,9 @@ def test_reproduce_end_to_end_tiny(tiny_dir: Path, tmp_path: Path):
     res = reproduce([str(tiny_dir)], budget=_tiny_budget(), out=out, progress=False)
     table = pd.read_csv(out / "claims.csv")
     assert tuple(table.columns) == COLUMNS
-    assert set(table["verdict"]) <= set(vd.VERDICTS)
-    assert len(table) == len(cl.CLAIMS)  # a decoder gets every claim, plus the HeadNorm study
-    assert set(table["claim"]) == {c.claim for c in cl.CLAIMS.values()}
+    assert set(table["verdict"]) <= set(claim.VERDICTS)
+    assert len(table) == len(rp.CLAIMS)  # a decoder gets every claim, plus the HeadNorm study
+    assert set(table["claim"]) == {c.claim for c in rp.CLAIMS.values()}
     assert set(table["model"]) == {str(tiny_dir), "tinylm-1x2"}
     assert table["measured"].str.len().min() > 10
     pd.testing.assert_frame_equal(res.to_frame(), table, check_dtype=False)
@@ -261,7 +264,7 @@ def test_a_failing_experiment_keeps_the_finished_claims(
             experiments=["geometry", "normalization"], progress=False,
         )  # fmt: skip
     table = pd.read_csv(tmp_path / "claims.csv")
-    assert len(table) == 7 and set(table["verdict"]) <= set(vd.VERDICTS)
+    assert len(table) == 7 and set(table["verdict"]) <= set(claim.VERDICTS)
     assert json.loads((tmp_path / "reproduce.json").read_text())["error"] == "TlGeomError: boom"
 
 
@@ -281,6 +284,6 @@ def test_reproduce_smollm2_sink_origins():
     # SmolLM2's massive dimension (README: |h| ~ 24,900 at dim 507, neuron 1229 of layer 11)
     # is strong enough to show on two windows of 32 tokens.
     for cid in ("massive_activations", "super_neurons"):
-        row = table.loc[cl.CLAIMS[cid].claim]
+        row = table.loc[rp.CLAIMS[cid].claim]
         assert row["verdict"] == R, row["measured"]
-    assert "dim 507" in table.loc[cl.CLAIMS["super_neurons"].claim]["measured"]
+    assert "dim 507" in table.loc[rp.CLAIMS["super_neurons"].claim]["measured"]

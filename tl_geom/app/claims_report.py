@@ -13,7 +13,10 @@ import numpy as np
 
 from tl_geom.app.report import _CSS, _esc, _table  # pyright: ignore[reportPrivateUsage]
 from tl_geom.errors import TlGeomError
+from tl_geom.geometry import claims as gc
 from tl_geom.jobs.results import atomic_write_text
+from tl_geom.normalization import claims as nc
+from tl_geom.sinks import claims as sc
 
 __all__ = ["claim_svg", "write_claims_report"]
 
@@ -23,10 +26,12 @@ _VERDICT_CSS = """
 vertical-align:top;margin:0 1em 1.2em 0} .claim p{margin:.2em 0;font-size:13px}
 .claims td,.claims th{text-align:left}
 """
+_FOLDER = {gc.PAPER: "geometry", nc.PAPER: "normalization", sc.PAPER: "sinks"}
+"""Paper id -> the folder of its claims and verdict rules."""
 
 
 def claim_svg(plot: dict[str, Any]) -> str:
-    """One small SVG from a :class:`tl_geom.app.claims.Finding` ``plot`` dict ("" if empty).
+    """One small SVG from a :class:`tl_geom.claim.Finding` ``plot`` dict ("" if empty).
 
     ``kind="line"``: one line per series against ``x``; ``kind="bar"``: grouped bars
     over the ``x`` labels. ``band``: the paper's range as a shaded horizontal band.
@@ -101,14 +106,16 @@ def write_claims_report(rows: list[dict[str, Any]], run: dict[str, Any], path: P
                 f'<span class="{_verdict_class(r["verdict"])}">{_esc(r["verdict"])}</span></p>'
                 f'<div class="plot">{claim_svg(r["plot"])}</div>'
                 f"<p>{_esc(r['measured'])}</p>"
-                f'<p class="note">rule: tl_geom.app.claims.claim_{_esc(r["claim_id"])} '
+                f'<p class="note">rule: claim_{_esc(r["claim_id"])} of '
+                f"tl_geom.{_FOLDER.get(r['paper'], '?')} "
                 f"({_esc(r['experiment'])}, {r['seconds']:.1f}s)</p></div>"
             )
     summary = ", ".join(f"{n} {_esc(v)}" for v, n in counts.items())
     title = "tl_geom: does it match the papers?"
     body = (
         f"<h1>{_esc(title)}</h1><p>{len(rows)} claims x models: {summary}. Thresholds of the "
-        "verdicts are ours (tl_geom.app.verdicts); a claim that fails here is a finding about "
+        "verdicts are ours (the claims modules of tl_geom.geometry, tl_geom.normalization, "
+        "tl_geom.sinks); a claim that fails here is a finding about "
         "these models at this scale.</p>"
         f'<h2>Claims</h2><div class="claims">{table}</div>'
         f"<h2>Plots</h2>{''.join(cards)}"

@@ -12,10 +12,12 @@ sets, through the library's own functions (nothing is re-implemented here):
     interventions  self-only mask, variance amplification (+ control) -> 2, decoders
     headnorm       the two-arm TinyLM study                     -> 1, once per run
 
-Each claim is judged by a function of :mod:`tl_geom.app.claims` whose rule is in
-:mod:`tl_geom.app.verdicts`. ``reproduce(out=DIR)`` writes ``claims.csv`` (``claim, paper,
-source, model, measured, verdict``), ``claims.html`` (a plot per claim, offline) and
-``reproduce.json`` (budget, numbers, plot data, timings per experiment and claim).
+Each claim is judged by a function of its paper's claims module, with its verdict rule
+beside it (:mod:`tl_geom.geometry.claims`, :mod:`tl_geom.geometry.assumption_claims`,
+:mod:`tl_geom.normalization.claims`, :mod:`tl_geom.sinks.claims`). ``reproduce(out=DIR)``
+writes ``claims.csv`` (``claim, paper, source, model, measured, verdict``), ``claims.html``
+(a plot per claim, offline) and ``reproduce.json`` (budget, numbers, plot data, timings
+per experiment and claim).
 """
 
 import json
@@ -30,8 +32,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tl_geom.app import claims as cl
+from tl_geom.claim import ClaimText, Finding
 from tl_geom.errors import TlGeomError
+from tl_geom.geometry import assumption_claims as gac
+from tl_geom.geometry import claims as gc
 from tl_geom.jobs.analyze import analyze
 from tl_geom.jobs.results import atomic_write_text
 from tl_geom.jobs.run_facts import open_model
@@ -40,6 +44,7 @@ from tl_geom.lens.capture import capture_attention
 from tl_geom.lens.data import load_corpus, token_windows
 from tl_geom.lens.hooks import is_causal, model_dims
 from tl_geom.lens.interventions import self_only_mask
+from tl_geom.normalization import claims as nc
 from tl_geom.normalization.softmax_bounds import gradient_sensitivity
 from tl_geom.normalization.tables import (
     critical_n_vs_length,
@@ -47,12 +52,25 @@ from tl_geom.normalization.tables import (
     distance_vs_n,
     distinguishability_vs_n,
 )
+from tl_geom.sinks import claims as sc
 from tl_geom.sinks.headnorm import StudyConfig, headnorm_study
 from tl_geom.sinks.measures import massive_activation_profile, sink_profile
 from tl_geom.sinks.origins import super_neurons, variance_discrepancy
 from tl_geom.sinks.shift import sink_shift
 
-__all__ = ["EXPERIMENTS", "FULL", "QUICK", "Budget", "ClaimRow", "Reproduction", "reproduce"]
+__all__ = [
+    "CLAIMS",
+    "EXPERIMENTS",
+    "FULL",
+    "QUICK",
+    "Budget",
+    "ClaimRow",
+    "Reproduction",
+    "reproduce",
+]
+
+CLAIMS: dict[str, ClaimText] = {**gc.CLAIMS, **nc.CLAIMS, **sc.CLAIMS}
+"""Claim id -> text, paper and section, over the three papers (their ``claims`` modules)."""
 
 COLUMNS = ("claim", "paper", "source", "model", "measured", "verdict")
 DEFAULT_MODELS = ("smollm2-135m", "minilm-l6")
@@ -158,13 +176,13 @@ class ClaimRow:
 
     claim_id: str
     model: str
-    finding: cl.Finding
+    finding: Finding
     experiment: str
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
         """The CSV columns, then ``claim_id, numbers, plot, experiment, seconds``."""
-        text = cl.CLAIMS[self.claim_id]
+        text = CLAIMS[self.claim_id]
         return {
             "claim": text.claim,
             "paper": text.paper,
@@ -210,7 +228,7 @@ def _json(x: Any) -> Any:
     return str(x)
 
 
-Findings = list[tuple[str, cl.Finding]]
+Findings = list[tuple[str, Finding]]
 
 
 # --- experiments: each returns (claim id, finding) pairs ----------------------------------
@@ -223,13 +241,13 @@ def _geometry(model: Any, corpus: str, b: Budget) -> Findings:
     )  # fmt: skip
     ari = float(a.run.get("taxonomy", {}).get("kmeans", {}).get("adjusted_rand", math.nan))
     return [
-        ("top_beats_random", cl.claim_top_beats_random(a.metrics)),
-        ("peak_small_n", cl.claim_peak_small_n(a.metrics)),
-        ("rho0_recall", cl.claim_rho0_recall(a.metrics, a.heads)),
-        ("value_norms", cl.claim_value_norms(a.heads)),
-        ("cosine_decay", cl.claim_cosine_decay(a.heads)),
-        ("four_phase", cl.claim_four_phase(a.heads)),
-        ("head_regimes", cl.claim_head_regimes(a.heads, ari)),
+        ("top_beats_random", gc.claim_top_beats_random(a.metrics)),
+        ("peak_small_n", gc.claim_peak_small_n(a.metrics)),
+        ("rho0_recall", gac.claim_rho0_recall(a.metrics, a.heads)),
+        ("value_norms", gac.claim_value_norms(a.heads)),
+        ("cosine_decay", gac.claim_cosine_decay(a.heads)),
+        ("four_phase", gac.claim_four_phase(a.heads)),
+        ("head_regimes", gac.claim_head_regimes(a.heads, ari)),
     ]
 
 
@@ -266,11 +284,11 @@ def _normalization(model: Any, corpus: str, b: Budget) -> Findings:
     logits = rows[pick.unique()].clamp_min(torch.finfo(torch.float32).tiny).log()
     grad = gradient_sensitivity(logits, b.temperatures, b.eps, draws=4, seed=b.seed)
     return [
-        ("distance_length", cl.claim_distance_length(by_len)),
-        ("distance_plateau", cl.claim_distance_plateau(by_n, top_len)),
-        ("critical_n", cl.claim_critical_n(crit)),
-        ("recall_saturation", cl.claim_recall_saturation(ratio)),
-        ("gradient_sensitivity", cl.claim_gradient_sensitivity(grad)),
+        ("distance_length", nc.claim_distance_length(by_len)),
+        ("distance_plateau", nc.claim_distance_plateau(by_n, top_len)),
+        ("critical_n", nc.claim_critical_n(crit)),
+        ("recall_saturation", nc.claim_recall_saturation(ratio)),
+        ("gradient_sensitivity", nc.claim_gradient_sensitivity(grad)),
     ]
 
 
@@ -280,7 +298,7 @@ def _sparsify(model: Any, corpus: str, b: Budget) -> Findings:
         fractions=(0.0, *b.fractions), rules=RULES, ablations=("zero",), seeds=b.seeds,
         progress=False,
     )  # fmt: skip
-    return [("sparsify", cl.claim_sparsify(res.table))]
+    return [("sparsify", gc.claim_sparsify(res.table))]
 
 
 def _sink_tokens(model: Any, corpus: str, b: Budget) -> torch.Tensor:
@@ -302,13 +320,13 @@ def _sink_origins(model: Any, corpus: str, b: Budget) -> Findings:
     return [
         (
             "first_position_variance",
-            cl.claim_first_position_variance(var_s.variance.numpy(), var_d.variance.numpy()),
+            sc.claim_first_position_variance(var_s.variance.numpy(), var_d.variance.numpy()),
         ),
         (
             "massive_activations",
-            cl.claim_massive_activations(top.numpy(), ratio.numpy(), pos.numpy(), dim.numpy()),
+            sc.claim_massive_activations(top.numpy(), ratio.numpy(), pos.numpy(), dim.numpy()),
         ),
-        ("super_neurons", cl.claim_super_neurons(sn.to_frame(), sn.dim)),
+        ("super_neurons", sc.claim_super_neurons(sn.to_frame(), sn.dim)),
     ]
 
 
@@ -320,14 +338,14 @@ def _interventions(model: Any, corpus: str, b: Budget) -> Findings:
         after = sink_profile(model, tokens).imp[..., k].mean((0, 2))
     shift = sink_shift(model, tokens, position=k, lams=list(b.lams))
     return [
-        ("self_only_mask", cl.claim_self_only(before.numpy(), after.numpy(), k)),
-        ("variance_amplification", cl.claim_variance_amplification(shift, k)),
+        ("self_only_mask", sc.claim_self_only(before.numpy(), after.numpy(), k)),
+        ("variance_amplification", sc.claim_variance_amplification(shift, k)),
     ]
 
 
 def _headnorm(cfg: StudyConfig, corpus: str) -> Findings:
     res = headnorm_study(replace(cfg, corpus=corpus))
-    return [("headnorm", cl.claim_headnorm(res.summary, cfg.steps))]
+    return [("headnorm", sc.claim_headnorm(res.summary, cfg.steps))]
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -355,6 +373,45 @@ def _fit_context(budget: Budget, n_ctx: int | None) -> Budget:
     if not n_ctx or max(budget.ctx, budget.norm_ctx) <= n_ctx:
         return budget
     return replace(budget, ctx=min(budget.ctx, n_ctx), norm_ctx=min(budget.norm_ctx, n_ctx))
+
+
+def _run_models(
+    models: Sequence[str],
+    todo: set[str],
+    budget: Budget,
+    corpus: str,
+    run: Callable[..., None],
+    timings: dict[str, float],
+    clamped: dict[str, dict[str, int]],
+) -> None:
+    """The experiments of :func:`reproduce` in order: per model the fast ones, then the hooked."""
+    for name in models:
+        causal = None
+        if todo & set(_FAST):
+            t0 = time.perf_counter()
+            fast = open_model(name, "auto")
+            timings[f"load_fast:{name}"] = time.perf_counter() - t0
+            fitted = _fit_context(budget, model_dims(fast).n_ctx)
+            if fitted != budget:
+                clamped[name] = {"ctx": fitted.ctx, "norm_ctx": fitted.norm_ctx}
+            for exp in (e for e in _FAST if e in todo):
+                run(exp, name, _FAST[exp], fast, corpus, fitted)
+            causal = is_causal(fast)
+            del fast
+        if causal is False or not todo & set(_HOOKS):
+            continue
+        from tl_geom.lens.models import load_model
+
+        t0 = time.perf_counter()
+        bridge = load_model(name)
+        timings[f"load_hooks:{name}"] = time.perf_counter() - t0
+        if is_causal(bridge):
+            for exp in (e for e in _HOOKS if e in todo):
+                run(exp, name, _HOOKS[exp], bridge, corpus, budget)
+        del bridge
+    cfg = budget.headnorm
+    if cfg is not None and "headnorm" in todo:
+        run("headnorm", f"tinylm-{cfg.n_layers}x{cfg.n_heads}", _headnorm, cfg, corpus)
 
 
 def reproduce(
@@ -408,35 +465,6 @@ def reproduce(
             verdicts = ", ".join(f"{cid} {f.verdict}" for cid, f in found)
             print(f"[reproduce] {model_name} {name} ({secs:.1f}s): {verdicts}", flush=True)
 
-    def experiments_() -> None:
-        for name in models:
-            causal = None
-            if todo & set(_FAST):
-                t0 = time.perf_counter()
-                fast = open_model(name, "auto")
-                timings[f"load_fast:{name}"] = time.perf_counter() - t0
-                fitted = _fit_context(budget, model_dims(fast).n_ctx)
-                if fitted != budget:
-                    clamped[name] = {"ctx": fitted.ctx, "norm_ctx": fitted.norm_ctx}
-                for exp in (e for e in _FAST if e in todo):
-                    run(exp, name, _FAST[exp], fast, corpus, fitted)
-                causal = is_causal(fast)
-                del fast
-            if causal is False or not todo & set(_HOOKS):
-                continue
-            from tl_geom.lens.models import load_model
-
-            t0 = time.perf_counter()
-            bridge = load_model(name)
-            timings[f"load_hooks:{name}"] = time.perf_counter() - t0
-            if is_causal(bridge):
-                for exp in (e for e in _HOOKS if e in todo):
-                    run(exp, name, _HOOKS[exp], bridge, corpus, budget)
-            del bridge
-        cfg = budget.headnorm
-        if cfg is not None and "headnorm" in todo:
-            run("headnorm", f"tinylm-{cfg.n_layers}x{cfg.n_heads}", _headnorm, cfg, corpus)
-
     def finish(error: str | None) -> Reproduction:
         timings["total"] = time.perf_counter() - t_start
         run_info = {
@@ -455,7 +483,7 @@ def reproduce(
         return result
 
     try:
-        experiments_()
+        _run_models(models, todo, budget, corpus, run, timings, clamped)
     except Exception as exc:  # keep the finished claims of a long run, then re-raise
         finish(f"{type(exc).__name__}: {exc}")
         raise

@@ -2,7 +2,8 @@
 
 ``distinguishability`` (cumulative distance d~, N_s/N, critical N by the KS test),
 ``ks`` (the exact two-sample test), ``softmax_bounds`` (temperature bounds, the Jacobian,
-gradient sensitivity), ``tables`` (the paper's experiment tables from given tensors).
+gradient sensitivity), ``tables`` (the paper's experiment tables from given tensors),
+``claims`` (the paper's claims and their verdict rules, for ``tl-geom reproduce``).
 Nothing here imports TransformerLens or transformers.
 """
 

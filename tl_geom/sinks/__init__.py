@@ -3,7 +3,8 @@
 ``sink_math`` (the measures as batched tensor math, no model), ``measures`` (the same on a
 model: sink profile, massive activations, DomRatio, QK lock-in, effective rank),
 ``origins`` (variance discrepancy, gain alignment, super neurons), ``shift`` (the
-sink-shift experiment), ``headnorm`` (the two-arm pretraining study). The interventions
+sink-shift experiment), ``headnorm`` (the two-arm pretraining study), ``claims`` (the
+paper's claims and their verdict rules, for ``tl-geom reproduce``). The interventions
 that move the sink edit a model, so they live in :mod:`tl_geom.lens.interventions`.
 Nothing here imports the separability paper's code (``tl_geom.geometry``).
 """
