@@ -35,8 +35,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_geom.errors import TlGeomError
-from tl_geom.geometry.taxonomy import TaxonomyConfig, classify_heads
-from tl_geom.jobs.window import CURVE_KEYS, MASS_KEYS, WindowSpec, run_window
+from tl_geom.geometry.taxonomy import (
+    MIXER,
+    RESET,
+    RETRIEVER,
+    UNCLEAR,
+    TaxonomyConfig,
+    classify_heads,
+)
+from tl_geom.jobs.window import MASS_KEYS, WindowSpec, run_window
 from tl_geom.lens.hooks import hook_name, model_dims
 from tl_geom.lens.interventions import ablate_heads
 
@@ -53,7 +60,7 @@ __all__ = [
 
 RULES = ("type", "type+sink_mass", "entropy", "sink_mass", "last_token", "random")
 FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
-TYPE_ORDER = ("Reset", "Retriever", "unclear", "Mixer")
+TYPE_ORDER = (RESET, RETRIEVER, UNCLEAR, MIXER)
 """Removal order of the head types in the type-guided rules [ours]."""
 
 
@@ -122,7 +129,7 @@ def score_heads(
             per_window.append(run_window(model, tokens[w : w + 1], spec, w + 1))
     stack = {k: torch.stack([r[k] for r in per_window]).double().mean(0) for k in per_window[0]}
     mass = torch.stack([stack[k] for k in MASS_KEYS], -1)
-    types = classify_heads(stack[CURVE_KEYS[0]], stack[CURVE_KEYS[1]], mass, taxonomy)
+    types = classify_heads(stack["c_last"], stack["c_sink"], mass, taxonomy)
     table = pd.DataFrame(
         {
             "layer": np.repeat(np.arange(dims.n_layers), dims.n_heads),
