@@ -204,6 +204,77 @@ class Sparsification:
         atomic_write_text(out / "sparsify.json", json.dumps(self.run, indent=2, default=str))
 
 
+def _check_settings(
+    rules: Sequence[str],
+    ablations: Sequence[str],
+    fractions: Sequence[float],
+    counts: tuple[int, int, int, int],
+) -> None:
+    """Reject unknown rules or ablations, fractions outside [0, 1], counts < 1, ctx < 4."""
+    windows, heldout, seeds, ctx = counts
+    bad = [r for r in rules if r not in RULES]
+    if bad or not rules:
+        raise TlGeomError(f"unknown rule {bad[0] if bad else None!r}; rules: {', '.join(RULES)}")
+    if not ablations or any(a not in ("zero", "mean") for a in ablations):
+        raise TlGeomError(f"ablations must be 'zero' and/or 'mean', got {list(ablations)}")
+    if any(not 0.0 <= f <= 1.0 for f in fractions) or not fractions:
+        raise TlGeomError(f"fractions must lie in [0, 1], got {list(fractions)}")
+    if windows < 1 or heldout < 1 or seeds < 1:
+        raise TlGeomError(f"windows={windows}, heldout={heldout}, seeds={seeds}; each >= 1")
+    if ctx < 4:
+        raise TlGeomError(f"ctx={ctx} too short; use at least 4 tokens per window")
+
+
+def _sweep(
+    model: Any,
+    scores: HeadScores,
+    held: Tensor,
+    base: float,
+    grid: tuple[Sequence[str], Sequence[str], int, Sequence[float]],
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """One row per (ablation, rule, seed, fraction): the held-out loss with heads removed.
+
+    ``grid`` is ``(ablations, rules, seeds, fractions)``; fraction f removes the first
+    ``round(f * heads)`` heads of :func:`removal_order`; ``k = 0`` reuses ``base``.
+    """
+    ablations, rules, seeds, fractions = grid
+    total = len(scores.table)
+    fracs = sorted(set(float(f) for f in fractions))
+    jobs = [
+        (abl, rule, seed)
+        for abl in ablations
+        for rule in rules
+        for seed in (range(seeds) if rule == "random" else [None])
+    ]
+    rows = []
+    bar = tqdm(total=len(jobs) * len(fracs), desc="ablations", disable=not progress)
+    for abl, rule, seed in jobs:
+        order = removal_order(scores.table, rule, seed or 0)
+        for f in fracs:
+            k = round(f * total)
+            if k == 0:
+                loss = base
+            else:
+                means = scores.z_mean if abl == "mean" else None
+                with ablate_heads(model, order[:k], mode=abl, means=means):  # type: ignore[arg-type]
+                    loss = next_token_loss(model, held)
+            rows.append(
+                {
+                    "rule": rule,
+                    "fraction": f,
+                    "seed": seed,
+                    "loss": loss,
+                    "delta_loss": loss - base,
+                    "ablation": abl,
+                    "heads": k,
+                }
+            )
+            bar.update()
+    bar.close()
+    return rows
+
+
 def sparsify(
     model: Any = "smollm2-135m",
     corpus: str = "war_and_peace",
@@ -252,17 +323,7 @@ def sparsify(
     from tl_geom.lens.data import load_corpus, token_windows
 
     t0 = time.perf_counter()
-    bad = [r for r in rules if r not in RULES]
-    if bad or not rules:
-        raise TlGeomError(f"unknown rule {bad[0] if bad else None!r}; rules: {', '.join(RULES)}")
-    if not ablations or any(a not in ("zero", "mean") for a in ablations):
-        raise TlGeomError(f"ablations must be 'zero' and/or 'mean', got {list(ablations)}")
-    if any(not 0.0 <= f <= 1.0 for f in fractions) or not fractions:
-        raise TlGeomError(f"fractions must lie in [0, 1], got {list(fractions)}")
-    if windows < 1 or heldout < 1 or seeds < 1:
-        raise TlGeomError(f"windows={windows}, heldout={heldout}, seeds={seeds}; each >= 1")
-    if ctx < 4:
-        raise TlGeomError(f"ctx={ctx} too short; use at least 4 tokens per window")
+    _check_settings(rules, ablations, fractions, (windows, heldout, seeds, ctx))
     body = load_corpus(corpus) if text is None else text
     model_name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
@@ -279,38 +340,7 @@ def sparsify(
     t_scored = time.perf_counter()
     base = next_token_loss(model, held)
     total = len(scores.table)
-    fracs = sorted(set(float(f) for f in fractions))
-    jobs = [
-        (abl, rule, seed)
-        for abl in ablations
-        for rule in rules
-        for seed in (range(seeds) if rule == "random" else [None])
-    ]
-    rows = []
-    bar = tqdm(total=len(jobs) * len(fracs), desc="ablations", disable=not progress)
-    for abl, rule, seed in jobs:
-        order = removal_order(scores.table, rule, seed or 0)
-        for f in fracs:
-            k = round(f * total)
-            if k == 0:
-                loss = base
-            else:
-                means = scores.z_mean if abl == "mean" else None
-                with ablate_heads(model, order[:k], mode=abl, means=means):  # type: ignore[arg-type]
-                    loss = next_token_loss(model, held)
-            rows.append(
-                {
-                    "rule": rule,
-                    "fraction": f,
-                    "seed": seed,
-                    "loss": loss,
-                    "delta_loss": loss - base,
-                    "ablation": abl,
-                    "heads": k,
-                }
-            )
-            bar.update()
-    bar.close()
+    rows = _sweep(model, scores, held, base, (ablations, rules, seeds, fractions), progress)
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype("Int64")
     run = {
