@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tl_geom.app.plotting import plot_style
 from tl_geom.app.report import SECTIONS, write_report
-from tl_geom.app.viz import layer_f1_svg, plot_style
+from tl_geom.app.viz import layer_f1_svg
 from tl_geom.jobs.results import Analysis, AttentionView
 
 MPL_SVG = '<svg xmlns:xlink="http://www.w3.org/1999/xlink"'  # matplotlib's opening tag

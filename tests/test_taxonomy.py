@@ -1,4 +1,4 @@
-"""Head taxonomy: curves against a literal reference, rules, k-means and agreement scores."""
+"""Head taxonomy: curves against a literal reference, rules; k-means and agreement scores."""
 
 import itertools
 import math
@@ -11,16 +11,13 @@ from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
 
 from tl_geom import TlGeomError
-from tl_geom.geometry.taxonomy import (
-    TYPES,
-    TaxonomyConfig,
+from tl_geom.geometry.clustering import (
     adjusted_rand,
     best_permutation_accuracy,
-    classify_heads,
     cluster_agreement,
-    head_curves,
     kmeans,
 )
+from tl_geom.geometry.taxonomy import TYPES, TaxonomyConfig, classify_heads, head_curves
 from tl_geom.geometry.top_n import separability
 
 # ---------------------------------------------------------------- literal references

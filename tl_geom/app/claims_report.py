@@ -1,7 +1,7 @@
 """The self-contained ``claims.html`` page of ``tl-geom reproduce``: a table and a plot per claim.
 
 Plots are inline SVG drawn with :class:`matplotlib.figure.Figure` (no pyplot, no
-backend), styled by :func:`tl_geom.app.viz.plot_style`; the page loads nothing from the
+backend), styled by :func:`tl_geom.app.plotting.plot_style`; the page loads nothing from the
 network. Every string from the data is escaped.
 """
 
@@ -11,10 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from tl_geom.app.report import _CSS, _esc, _table  # pyright: ignore[reportPrivateUsage]
-from tl_geom.errors import TlGeomError
+from tl_geom.app.html import esc, page, require_matplotlib, table, write_page
 from tl_geom.geometry import claims as gc
-from tl_geom.jobs.results import atomic_write_text
 from tl_geom.normalization import claims as nc
 from tl_geom.sinks import claims as sc
 
@@ -38,7 +36,7 @@ def claim_svg(plot: dict[str, Any]) -> str:
     """
     from matplotlib.figure import Figure
 
-    from tl_geom.app.viz import _svg  # pyright: ignore[reportPrivateUsage]
+    from tl_geom.app.plotting import to_svg
 
     series: dict[str, list[float]] = plot.get("series") or {}
     x = plot.get("x") or []
@@ -66,7 +64,7 @@ def claim_svg(plot: dict[str, Any]) -> str:
     ax.set_ylabel(str(plot.get("ylabel", "")))
     if len(series) > 1 or band:
         ax.legend(fontsize=6)
-    return _svg(fig)
+    return to_svg(fig)
 
 
 def _verdict_class(verdict: str) -> str:
@@ -84,16 +82,13 @@ def write_claims_report(rows: list[dict[str, Any]], run: dict[str, Any], path: P
     Raises:
         TlGeomError: matplotlib is not installed.
     """
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise TlGeomError("claims.html needs matplotlib: pip install 'tl-geom[viz]'") from None
-    from tl_geom.app.viz import plot_style
+    require_matplotlib("claims.html")
+    from tl_geom.app.plotting import plot_style
 
     counts = {
         v: sum(r["verdict"] == v for r in rows) for v in ("reproduced", "partly", "not reproduced")
     }
-    table = _table(
+    claims = table(
         ("claim", "paper", "model", "measured", "verdict"),
         [(r["claim"], r["paper"], r["model"], r["measured"], r["verdict"]) for r in rows],
     )
@@ -101,31 +96,24 @@ def write_claims_report(rows: list[dict[str, Any]], run: dict[str, Any], path: P
     with plot_style(), np.errstate(all="ignore"):
         for r in rows:
             cards.append(
-                f'<div class="claim"><p><b>{_esc(r["claim"])}</b></p>'
-                f"<p>{_esc(r['source'])} &middot; {_esc(r['model'])} &middot; "
-                f'<span class="{_verdict_class(r["verdict"])}">{_esc(r["verdict"])}</span></p>'
+                f'<div class="claim"><p><b>{esc(r["claim"])}</b></p>'
+                f"<p>{esc(r['source'])} &middot; {esc(r['model'])} &middot; "
+                f'<span class="{_verdict_class(r["verdict"])}">{esc(r["verdict"])}</span></p>'
                 f'<div class="plot">{claim_svg(r["plot"])}</div>'
-                f"<p>{_esc(r['measured'])}</p>"
-                f'<p class="note">rule: claim_{_esc(r["claim_id"])} of '
+                f"<p>{esc(r['measured'])}</p>"
+                f'<p class="note">rule: claim_{esc(r["claim_id"])} of '
                 f"tl_geom.{_FOLDER.get(r['paper'], '?')} "
-                f"({_esc(r['experiment'])}, {r['seconds']:.1f}s)</p></div>"
+                f"({esc(r['experiment'])}, {r['seconds']:.1f}s)</p></div>"
             )
-    summary = ", ".join(f"{n} {_esc(v)}" for v, n in counts.items())
+    summary = ", ".join(f"{n} {esc(v)}" for v, n in counts.items())
     title = "tl_geom: does it match the papers?"
     body = (
-        f"<h1>{_esc(title)}</h1><p>{len(rows)} claims x models: {summary}. Thresholds of the "
+        f"<h1>{esc(title)}</h1><p>{len(rows)} claims x models: {summary}. Thresholds of the "
         "verdicts are ours (the claims modules of tl_geom.geometry, tl_geom.normalization, "
         "tl_geom.sinks); a claim that fails here is a finding about "
         "these models at this scale.</p>"
-        f'<h2>Claims</h2><div class="claims">{table}</div>'
+        f'<h2>Claims</h2><div class="claims">{claims}</div>'
         f"<h2>Plots</h2>{''.join(cards)}"
-        f"<h2>Provenance</h2><pre>{_esc(json.dumps(run, indent=2, default=str))}</pre>"
+        f"<h2>Provenance</h2><pre>{esc(json.dumps(run, indent=2, default=str))}</pre>"
     )
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_esc(title)}</title><style>{_CSS}{_VERDICT_CSS}</style></head>\n"
-        f"<body>{body}</body></html>\n"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, page)
-    return path
+    return write_page(path, page(title, body, css=_VERDICT_CSS))

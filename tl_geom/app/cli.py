@@ -302,7 +302,7 @@ def _sparsify(args: argparse.Namespace) -> int:
     written = ["sparsify.csv", "sparsify_heads.csv", "sparsify.json"]
     summary = res.summary()
     if not args.no_report:
-        from tl_geom.app.report import write_sparsify_report
+        from tl_geom.app.sparsify_report import write_sparsify_report
 
         write_sparsify_report(res.table, summary, res.run, out / "report.html")
         written.append("report.html")

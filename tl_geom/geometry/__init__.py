@@ -4,9 +4,9 @@ One module per concept of the paper: ``top_n`` (P, R, F of the top-N keys, the `
 form), ``baseline`` (random N-subsets), ``all_queries`` (every query row), ``bounds``
 (exact criterion, certificate, envelope), ``simulation`` (expected P/R under the
 assumption model), ``diagnostics`` (norm stability, cosine decay, sink similarity),
-``profile`` (the 4-phase attention profile), ``taxonomy`` (Retriever / Mixer / Reset);
-``claims`` and ``assumption_claims`` (the paper's claims and their verdict rules, for
-``tl-geom reproduce``).
+``profile`` (the 4-phase attention profile), ``taxonomy`` (Retriever / Mixer / Reset),
+``clustering`` (its k-means check); ``claims`` and ``assumption_claims`` (the paper's
+claims and their verdict rules, for ``tl-geom reproduce``).
 Nothing here imports TransformerLens or transformers.
 """
 

@@ -21,18 +21,13 @@ first third of the N values and ``late`` over the last third (at least one N eac
   mass split at least the last token's.
 
 A head that matches no rule, or more than one, is ``unclear``: no label is forced.
-The unsupervised check clusters the same features (both curves and the three mass
-shares) with k-means (k = 3, fixed seed) and reports how well the clusters agree with
-the rule labels (best-permutation accuracy and adjusted Rand index over the labelled
-heads). Pure math (torch, numpy): no TransformerLens import.
+The unsupervised check (k-means on the same features against the rule labels) is
+:mod:`tl_geom.geometry.clustering`. Pure math (torch, numpy): no TransformerLens import.
 """
 
-import itertools
 import math
 from dataclasses import dataclass, fields, replace
 
-import einops
-import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -40,26 +35,31 @@ from torch import Tensor
 
 from tl_geom._checks import check_finite, check_n, check_values, check_weights
 from tl_geom.errors import TlGeomError
+from tl_geom.geometry.clustering import KMEANS_RESTARTS, KMEANS_SEED, mass_shares
 from tl_geom.geometry.top_n import top_n_rank
 
 __all__ = [
+    "HEAD_TYPES",
+    "MIXER",
+    "RESET",
+    "RETRIEVER",
     "TYPES",
-    "ClusterAgreement",
+    "UNCLEAR",
     "HeadCurves",
     "HeadTypes",
     "TaxonomyConfig",
-    "adjusted_rand",
-    "best_permutation_accuracy",
     "classify_heads",
-    "cluster_agreement",
     "head_curves",
-    "kmeans",
-    "taxonomy_features",
 ]
 
-TYPES = ("Retriever", "Mixer", "Reset")
-"""Type names; code ``k`` is ``TYPES[k]``, code ``-1`` is ``UNCLEAR``."""
+RETRIEVER = "Retriever"
+MIXER = "Mixer"
+RESET = "Reset"
 UNCLEAR = "unclear"
+TYPES = (RETRIEVER, MIXER, RESET)
+"""Type names; code ``k`` is ``TYPES[k]``, code ``-1`` is ``UNCLEAR``."""
+HEAD_TYPES = (*TYPES, UNCLEAR)
+"""Every label :func:`classify_heads` gives, in that order (the report's order)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class TaxonomyConfig:
             (early third to late third of the grid) and the curves cross.
         sink_min: Reset needs early ``c_sink >= sink_min``.
         weak_max: Reset needs ``c_last < weak_max`` outside the late third.
-        seed: k-means seed.
+        seed: k-means seed (:mod:`tl_geom.geometry.clustering`).
         restarts: k-means restarts (the lowest inertia wins).
     """
 
@@ -199,8 +199,8 @@ class TaxonomyConfig:
     shift_min: float = 0.2
     sink_min: float = 0.5
     weak_max: float = 0.3
-    seed: int = 0
-    restarts: int = 10
+    seed: int = KMEANS_SEED
+    restarts: int = KMEANS_RESTARTS
 
     def __post_init__(self) -> None:
         for name in ("retriever_min", "sink_min", "weak_max"):
@@ -222,8 +222,6 @@ class TaxonomyConfig:
                 f"weak_max={self.weak_max} > retriever_min={self.retriever_min}; "
                 "a weak c_last must lie below a Retriever's"
             )
-        if self.restarts < 1:
-            raise TlGeomError(f"restarts={self.restarts}; use at least one k-means restart")
 
     @classmethod
     def parse(cls, text: str) -> "TaxonomyConfig":
@@ -345,8 +343,7 @@ def classify_heads(
     cs_early, cs_late = cs[..., :third].mean(-1), cs[..., -third:].mean(-1)
     cl_weak = cl[..., : max(1, k - third)].amax(-1)
     cl_min = cl.amin(-1)
-    total = mass.double().sum(-1, keepdim=True)
-    shares = torch.where(total > 0, mass.double() / total.clamp_min(1e-300), 0.0)
+    shares = mass_shares(mass)
     retriever = cl_min >= cfg.retriever_min
     mixer = (
         (cs_early - cs_late >= cfg.shift_min)
@@ -376,183 +373,3 @@ def classify_heads(
         share_last=shares[..., 1],
         share_rest=shares[..., 2],
     )
-
-
-def taxonomy_features(
-    c_last: Float[Tensor, "*lead nn"],
-    c_sink: Float[Tensor, "*lead nn"],
-    mass: Float[Tensor, "*lead 3"],
-) -> Float[Tensor, "heads feature"]:
-    """k-means features per head: ``[c_last (K), c_sink (K), mass shares (3)]``, flattened.
-
-    Cosines and shares are on comparable scales (``[-1, 1]``, ``[0, 1]``); no
-    standardisation [ours].
-    """
-    total = mass.double().sum(-1, keepdim=True)
-    shares = torch.where(total > 0, mass.double() / total.clamp_min(1e-300), 0.0)
-    feats = torch.cat([c_last.double(), c_sink.double(), shares], -1)
-    return einops.rearrange(feats, "... f -> (...) f")
-
-
-def kmeans(
-    x: np.ndarray, k: int = 3, *, seed: int = 0, restarts: int = 10, iters: int = 100
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Lloyd's k-means with k-means++ seeding; the best of ``restarts`` runs.
-
-    min_{labels, centres} sum_i ||x_i - c_{label_i}||^2. Deterministic for a seed.
-    An empty cluster is re-seeded at the point farthest from its centre [ours].
-
-    Args:
-        x: ``[points, features]``.
-        k: clusters (at most the number of points).
-        seed: seed of the k-means++ draws.
-        restarts: independent runs; the lowest inertia is kept.
-        iters: Lloyd iterations per run at most.
-
-    Returns:
-        ``(labels [points], centres [k, features], inertia)``.
-
-    >>> x = np.array([[0.0], [0.1], [5.0], [5.1], [9.0], [9.2]])
-    >>> kmeans(x, 3)[0].tolist()
-    [0, 0, 1, 1, 2, 2]
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or not 1 <= k <= x.shape[0]:
-        raise TlGeomError(f"kmeans needs x [points, features] with k <= points, got {x.shape}, {k}")
-    if not np.isfinite(x).all():
-        raise TlGeomError("kmeans input holds NaN/inf entries")
-    rng = np.random.default_rng(seed)
-    best: tuple[np.ndarray, np.ndarray, float] | None = None
-    for _ in range(restarts):
-        centres = x[[int(rng.integers(len(x)))]]
-        while len(centres) < k:  # k-means++: draw proportional to squared distance
-            d2 = ((x[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
-            p = d2 / d2.sum() if d2.sum() > 0 else np.full(len(x), 1 / len(x))
-            centres = np.vstack([centres, x[rng.choice(len(x), p=p)]])
-        labels = np.zeros(len(x), dtype=np.int64)
-        for _ in range(iters):
-            d2 = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
-            labels = d2.argmin(1)
-            new = centres.copy()
-            for c in range(k):
-                members = labels == c
-                if members.any():
-                    new[c] = x[members].mean(0)
-                else:
-                    new[c] = x[d2[np.arange(len(x)), labels].argmax()]
-            if np.array_equal(new, centres):
-                break
-            centres = new
-        d2 = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
-        labels = d2.argmin(1)
-        inertia = float(d2.min(1).sum())
-        if best is None or inertia < best[2] - 1e-12:
-            best = (labels, centres, inertia)
-    assert best is not None
-    # canonical cluster ids: in order of first appearance
-    order = list(dict.fromkeys(best[0].tolist()))
-    order += [c for c in range(k) if c not in order]
-    remap = np.empty(k, dtype=np.int64)
-    remap[order] = np.arange(k)
-    return remap[best[0]], best[1][order], best[2]
-
-
-def best_permutation_accuracy(truth: np.ndarray, clusters: np.ndarray) -> float:
-    """Max over one-to-one maps from clusters to labels of the share of points matched.
-
-    max_pi (1/n) #{i : pi(cluster_i) = truth_i}; clusters left unmapped count as wrong.
-
-    >>> best_permutation_accuracy(np.array([0, 0, 1, 2]), np.array([2, 2, 0, 1]))
-    1.0
-    """
-    truth, clusters = np.asarray(truth), np.asarray(clusters)
-    if truth.shape != clusters.shape or truth.ndim != 1 or len(truth) == 0:
-        raise TlGeomError(f"need two equal 1-d label arrays, got {truth.shape}, {clusters.shape}")
-    labs, cl = np.unique(truth), np.unique(clusters)
-    table = (clusters[:, None] == cl[None]).T.astype(np.int64) @ (
-        truth[:, None] == labs[None]
-    ).astype(np.int64)  # [cluster, label] counts
-    size = max(len(labs), len(cl))
-    padded = np.zeros((size, size), dtype=np.int64)
-    padded[: len(cl), : len(labs)] = table
-    best = max(
-        int(padded[np.arange(size), list(p)].sum()) for p in itertools.permutations(range(size))
-    )
-    return best / len(truth)
-
-
-def adjusted_rand(truth: np.ndarray, clusters: np.ndarray) -> float:
-    """Adjusted Rand index (Hubert and Arabie): pair agreement corrected for chance.
-
-    ARI = (sum_ij C(n_ij, 2) - E) / ((sum_i C(a_i, 2) + sum_j C(b_j, 2)) / 2 - E),
-    E = sum_i C(a_i, 2) sum_j C(b_j, 2) / C(n, 2). 1 for identical partitions; 1 when
-    both are a single cluster (or every point alone) [ours: the 0/0 case].
-
-    >>> adjusted_rand(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]))
-    1.0
-    """
-    truth, clusters = np.asarray(truth), np.asarray(clusters)
-    if truth.shape != clusters.shape or truth.ndim != 1 or len(truth) < 2:
-        raise TlGeomError(f"need two equal 1-d label arrays of >= 2, got {truth.shape}")
-    _, ti = np.unique(truth, return_inverse=True)
-    _, ci = np.unique(clusters, return_inverse=True)
-    table = np.zeros((ti.max() + 1, ci.max() + 1), dtype=np.float64)
-    np.add.at(table, (ti, ci), 1.0)
-
-    def pairs(m: np.ndarray) -> float:
-        return float((m * (m - 1) / 2).sum())
-
-    index = pairs(table)
-    a, b = pairs(table.sum(1)), pairs(table.sum(0))
-    n = len(truth)
-    expected = a * b / (n * (n - 1) / 2)
-    top = (a + b) / 2 - expected
-    return 1.0 if top == 0 else (index - expected) / top
-
-
-@dataclass(frozen=True)
-class ClusterAgreement:
-    """The unsupervised check: k-means clusters vs the rule labels.
-
-    Attributes:
-        clusters: k-means cluster of every head (flattened), ``[heads]``.
-        labelled: how many heads have a rule label (not unclear).
-        accuracy: best-permutation accuracy over the labelled heads (nan if none).
-        ari: adjusted Rand index over the labelled heads (nan if fewer than 2).
-        inertia: the k-means objective.
-    """
-
-    clusters: np.ndarray
-    labelled: int
-    accuracy: float
-    ari: float
-    inertia: float
-
-
-def cluster_agreement(
-    c_last: Float[Tensor, "*lead nn"],
-    c_sink: Float[Tensor, "*lead nn"],
-    mass: Float[Tensor, "*lead 3"],
-    code: Tensor,
-    config: TaxonomyConfig | None = None,
-    *,
-    k: int = 3,
-) -> ClusterAgreement:
-    """k-means (k = 3) on :func:`taxonomy_features` and its agreement with rule ``code``.
-
-    Agreement is measured on the heads with a rule label only (``code >= 0``).
-    With fewer than ``k`` heads the clusters are all 0 and the scores nan.
-    """
-    cfg = config or TaxonomyConfig()
-    x = taxonomy_features(c_last, c_sink, mass).numpy()
-    codes = code.flatten().numpy()
-    if len(codes) != len(x):
-        raise TlGeomError(f"code has {len(codes)} heads, the curves {len(x)}")
-    if len(x) < k:
-        return ClusterAgreement(np.zeros(len(x), dtype=np.int64), 0, math.nan, math.nan, math.nan)
-    clusters, _, inertia = kmeans(x, k, seed=cfg.seed, restarts=cfg.restarts)
-    keep = codes >= 0
-    n_lab = int(keep.sum())
-    acc = best_permutation_accuracy(codes[keep], clusters[keep]) if n_lab else math.nan
-    ari = adjusted_rand(codes[keep], clusters[keep]) if n_lab >= 2 else math.nan
-    return ClusterAgreement(clusters, n_lab, acc, ari, inertia)

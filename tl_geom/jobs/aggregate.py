@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tl_geom.geometry.clustering import cluster_agreement
 from tl_geom.geometry.profile import attention_profile
 from tl_geom.geometry.simulation import simulate_separability
-from tl_geom.geometry.taxonomy import TaxonomyConfig, classify_heads, cluster_agreement
+from tl_geom.geometry.taxonomy import TaxonomyConfig, classify_heads
 from tl_geom.jobs.results import AttentionView
 from tl_geom.jobs.window import (
     C_LAST,

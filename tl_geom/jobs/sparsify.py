@@ -35,7 +35,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_geom.errors import TlGeomError
-from tl_geom.geometry.taxonomy import TaxonomyConfig, classify_heads
+from tl_geom.geometry.taxonomy import (
+    MIXER,
+    RESET,
+    RETRIEVER,
+    UNCLEAR,
+    TaxonomyConfig,
+    classify_heads,
+)
 from tl_geom.jobs.config import FRACTIONS, RULES, SparsifyConfig
 from tl_geom.jobs.run_facts import open_run
 from tl_geom.jobs.window import C_LAST, C_SINK, MASS_KEYS, WindowSpec, run_window
@@ -55,7 +62,7 @@ __all__ = [
     "sparsify",
 ]
 
-TYPE_ORDER = ("Reset", "Retriever", "unclear", "Mixer")
+TYPE_ORDER = (RESET, RETRIEVER, UNCLEAR, MIXER)
 """Removal order of the head types in the type-guided rules [ours]."""
 
 
