@@ -9,8 +9,9 @@ import pytest
 
 from tl_geom import claim
 from tl_geom.app import reproduce as rp
+from tl_geom.app.budget import QUICK, Budget
 from tl_geom.app.cli import main
-from tl_geom.app.reproduce import COLUMNS, QUICK, Budget, _fit_context, reproduce
+from tl_geom.app.reproduce import COLUMNS, _fit_context, reproduce
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry import assumption_claims as gac
 from tl_geom.geometry import claims as gc

@@ -21,10 +21,9 @@ per experiment and claim).
 """
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +31,23 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tl_geom.app.budget import FULL, QUICK, Budget
+from tl_geom.app.geometry_experiments import Findings, geometry_experiment, sparsify_experiment
+from tl_geom.app.normalization_experiments import normalization_experiment
+from tl_geom.app.sinks_experiments import (
+    headnorm_experiment,
+    interventions_experiment,
+    sink_origins_experiment,
+)
 from tl_geom.claim import ClaimText, Finding
 from tl_geom.errors import TlGeomError
-from tl_geom.geometry import assumption_claims as gac
 from tl_geom.geometry import claims as gc
-from tl_geom.jobs.analyze import analyze
 from tl_geom.jobs.results import atomic_write_text
 from tl_geom.jobs.run_facts import open_model
-from tl_geom.jobs.sparsify import RULES, sparsify
-from tl_geom.lens.capture import capture_attention
-from tl_geom.lens.data import load_corpus, token_windows
+from tl_geom.lens.data import load_corpus
 from tl_geom.lens.hooks import is_causal, model_dims
-from tl_geom.lens.interventions import self_only_mask
 from tl_geom.normalization import claims as nc
-from tl_geom.normalization.softmax_bounds import gradient_sensitivity
-from tl_geom.normalization.tables import (
-    critical_n_vs_length,
-    distance_vs_length,
-    distance_vs_n,
-    distinguishability_vs_n,
-)
 from tl_geom.sinks import claims as sc
-from tl_geom.sinks.headnorm import StudyConfig, headnorm_study
-from tl_geom.sinks.measures import massive_activation_profile, sink_profile
-from tl_geom.sinks.origins import super_neurons, variance_discrepancy
-from tl_geom.sinks.shift import sink_shift
 
 __all__ = [
     "CLAIMS",
@@ -74,100 +65,6 @@ CLAIMS: dict[str, ClaimText] = {**gc.CLAIMS, **nc.CLAIMS, **sc.CLAIMS}
 
 COLUMNS = ("claim", "paper", "source", "model", "measured", "verdict")
 DEFAULT_MODELS = ("smollm2-135m", "minilm-l6")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Sizes of every experiment (``QUICK``: minutes on 2 CPU cores; ``FULL``: the paper's L).
-
-    Attributes:
-        windows, ctx, draws: ``analyze``: windows of ``ctx`` tokens, random draws per row;
-            N grid 1-6 and powers of two up to ctx/2 [ours: 3, 5, 6 added to resolve the
-            paper's "N about 3-6"].
-        norm_windows, norm_ctx: final-query rows for the normalization experiments
-            (shorter L: the first L keys of the same rows, renormalised [ours]).
-        norm_draws: random subsets per row for d~; ``grad_rows``: rows for g(T, eps).
-        temperatures, eps: the g(T, eps) grid (must hold T = 0.01 and 1).
-        sink_samples, sink_len: corpus windows for the sink measures (paper: 100 x 64).
-        position, lams: k and the lam grid of the interventions (paper: k = 10).
-        sparsify_windows, sparsify_ctx, heldout, seeds, fractions: ``sparsify`` (zero
-            ablation, the paper's).
-        headnorm: the :class:`~tl_geom.sinks.headnorm.StudyConfig` (None: skip the study).
-        seed: seed of the random baselines.
-    """
-
-    windows: int = 2
-    ctx: int = 256
-    draws: int = 8
-    norm_windows: int = 2
-    norm_ctx: int = 512
-    norm_draws: int = 4
-    grad_rows: int = 128
-    temperatures: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-    eps: tuple[float, ...] = (1e-3, 1e-1, 10.0)
-    sink_samples: int = 8
-    sink_len: int = 64
-    position: int = 10
-    lams: tuple[float, ...] = (4.0, 16.0, 64.0)
-    sparsify_windows: int = 2
-    sparsify_ctx: int = 128
-    heldout: int = 1
-    seeds: int = 2
-    fractions: tuple[float, ...] = (0.1, 0.2, 0.3)
-    headnorm: StudyConfig | None = field(default_factory=lambda: StudyConfig(steps=100))
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("windows", "draws", "norm_windows", "norm_draws", "grad_rows"):
-            if getattr(self, name) < 1:
-                raise TlGeomError(f"{name}={getattr(self, name)}; expected >= 1")
-        for name in ("sink_samples", "sparsify_windows", "heldout", "seeds"):
-            if getattr(self, name) < 1:
-                raise TlGeomError(f"{name}={getattr(self, name)}; expected >= 1")
-        if self.ctx < 16 or self.norm_ctx < 64 or self.sparsify_ctx < 16:
-            raise TlGeomError(
-                f"ctx={self.ctx}, norm_ctx={self.norm_ctx}, sparsify_ctx={self.sparsify_ctx}; "
-                "expected >= 16, >= 64, >= 16"
-            )
-        if not 0 < self.position < self.sink_len:
-            raise TlGeomError(f"position={self.position} out of range 1..{self.sink_len - 1}")
-        if 0.01 not in self.temperatures or 1.0 not in self.temperatures:
-            raise TlGeomError(f"temperatures must hold 0.01 and 1, got {self.temperatures}")
-        if not self.lams or not self.fractions or not self.eps:
-            raise TlGeomError("lams, fractions and eps need at least one value each")
-
-    @property
-    def n_grid(self) -> tuple[int, ...]:
-        """N = 1..6 and the powers of two up to ctx / 2."""
-        pow2 = [2**k for k in range(int(math.log2(self.ctx // 2)) + 1)]
-        return tuple(sorted({*range(1, 7), *pow2}))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
-
-
-QUICK = Budget()
-"""A few minutes on 2 CPU cores."""
-
-FULL = Budget(
-    windows=4,
-    ctx=1024,
-    draws=16,
-    norm_windows=2,
-    norm_ctx=1024,
-    norm_draws=8,
-    grad_rows=256,
-    sink_samples=16,
-    lams=(4.0, 16.0, 64.0, 256.0),
-    sparsify_windows=4,
-    sparsify_ctx=256,
-    heldout=2,
-    seeds=3,
-    fractions=(0.05, 0.1, 0.2, 0.3, 0.5),
-    headnorm=StudyConfig(steps=1000),
-)
-"""The paper's L = 1024 for the geometry and normalization experiments."""
 
 
 @dataclass(frozen=True)
@@ -228,137 +125,17 @@ def _json(x: Any) -> Any:
     return str(x)
 
 
-Findings = list[tuple[str, Finding]]
-
-
-# --- experiments: each returns (claim id, finding) pairs ----------------------------------
-
-
-def _geometry(model: Any, corpus: str, b: Budget) -> Findings:
-    a = analyze(
-        model, corpus, windows=b.windows, ctx=b.ctx, n=b.n_grid, draws=b.draws,
-        seed=b.seed, backend="auto", progress=False,
-    )  # fmt: skip
-    ari = float(a.run.get("taxonomy", {}).get("kmeans", {}).get("adjusted_rand", math.nan))
-    return [
-        ("top_beats_random", gc.claim_top_beats_random(a.metrics)),
-        ("peak_small_n", gc.claim_peak_small_n(a.metrics)),
-        ("rho0_recall", gac.claim_rho0_recall(a.metrics, a.heads)),
-        ("value_norms", gac.claim_value_norms(a.heads)),
-        ("cosine_decay", gac.claim_cosine_decay(a.heads)),
-        ("four_phase", gac.claim_four_phase(a.heads)),
-        ("head_regimes", gac.claim_head_regimes(a.heads, ari)),
-    ]
-
-
-def _normalization(model: Any, corpus: str, b: Budget) -> Findings:
-    """Final-query rows of ``norm_windows`` windows at L = ``norm_ctx``, all layers and heads.
-
-    Gradient sensitivity uses the rows' own logits: ``z = log alpha`` equals the model's
-    scores up to a per-row constant, which softmax ignores [ours] (floored at the
-    smallest normal float32 where a weight underflowed); ``grad_rows`` evenly spaced rows.
-    """
-    tokens = token_windows(
-        model.tokenizer, load_corpus(corpus), ctx=b.norm_ctx, windows=b.norm_windows
-    )
-    backend = "hooks" if hasattr(model, "hook_dict") else "sdpa"
-    cap = capture_attention(model, tokens, queries=-1, backend=backend)
-    alpha = cap.pattern[..., 0, :].double()  # [b, layer, head, L]
-    alpha = alpha / alpha.sum(-1, keepdim=True)
-    values = cap.values.double()
-    top_len = b.norm_ctx
-    lengths = [2**k for k in range(5, int(math.log2(top_len)) + 1)]
-    if lengths[-1] != top_len:
-        lengths.append(top_len)
-    src = (alpha, values)
-    by_len = distance_vs_length(src, lengths, n=5, draws=b.norm_draws, seed=b.seed)
-    ns = [n for n in (1, 5, 10, 20, 50, 100, 200) if n < top_len]
-    by_n = distance_vs_n(alpha, values, ns, draws=b.norm_draws, seed=b.seed)
-    grid = sorted({max(1, round(2 ** (k / 2))) for k in range(0, 2 * int(math.log2(top_len)))})
-    crit = critical_n_vs_length(src, [x for x in lengths if x >= 64], grid, seed=b.seed)
-    ratio = distinguishability_vs_n(
-        alpha, values, [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
-    )
-    rows = alpha.reshape(-1, alpha.shape[-1])
-    pick = torch.linspace(0, rows.shape[0] - 1, min(b.grad_rows, rows.shape[0])).round().long()
-    logits = rows[pick.unique()].clamp_min(torch.finfo(torch.float32).tiny).log()
-    grad = gradient_sensitivity(logits, b.temperatures, b.eps, draws=4, seed=b.seed)
-    return [
-        ("distance_length", nc.claim_distance_length(by_len)),
-        ("distance_plateau", nc.claim_distance_plateau(by_n, top_len)),
-        ("critical_n", nc.claim_critical_n(crit)),
-        ("recall_saturation", nc.claim_recall_saturation(ratio)),
-        ("gradient_sensitivity", nc.claim_gradient_sensitivity(grad)),
-    ]
-
-
-def _sparsify(model: Any, corpus: str, b: Budget) -> Findings:
-    res = sparsify(
-        model, corpus, windows=b.sparsify_windows, ctx=b.sparsify_ctx, heldout=b.heldout,
-        fractions=(0.0, *b.fractions), rules=RULES, ablations=("zero",), seeds=b.seeds,
-        progress=False,
-    )  # fmt: skip
-    return [("sparsify", gc.claim_sparsify(res.table))]
-
-
-def _sink_tokens(model: Any, corpus: str, b: Budget) -> torch.Tensor:
-    return token_windows(
-        model.tokenizer, load_corpus(corpus), ctx=b.sink_len, windows=b.sink_samples
-    )
-
-
-def _sink_origins(model: Any, corpus: str, b: Budget) -> Findings:
-    tokens = _sink_tokens(model, corpus, b)
-    n = max(b.sink_samples, 2)
-    var_s = variance_discrepancy(model, length=b.sink_len, samples=n, seed=b.seed, over="samples")
-    var_d = variance_discrepancy(model, length=b.sink_len, samples=n, seed=b.seed, over="dims")
-    mass = massive_activation_profile(model, tokens)
-    top = mass.values[..., 0].mean(0)  # [layer], batch mean of the largest |h|
-    ratio = mass.ratio[..., 0].mean(0)
-    pos, dim = mass.positions[0, :, 0], mass.dims[0, :, 0]
-    sn = super_neurons(model, tokens)
-    return [
-        (
-            "first_position_variance",
-            sc.claim_first_position_variance(var_s.variance.numpy(), var_d.variance.numpy()),
-        ),
-        (
-            "massive_activations",
-            sc.claim_massive_activations(top.numpy(), ratio.numpy(), pos.numpy(), dim.numpy()),
-        ),
-        ("super_neurons", sc.claim_super_neurons(sn.to_frame(), sn.dim)),
-    ]
-
-
-def _interventions(model: Any, corpus: str, b: Budget) -> Findings:
-    tokens = _sink_tokens(model, corpus, b)
-    k = b.position
-    before = sink_profile(model, tokens).imp[..., k].mean((0, 2))  # [layer]
-    with self_only_mask(model, position=k):
-        after = sink_profile(model, tokens).imp[..., k].mean((0, 2))
-    shift = sink_shift(model, tokens, position=k, lams=list(b.lams))
-    return [
-        ("self_only_mask", sc.claim_self_only(before.numpy(), after.numpy(), k)),
-        ("variance_amplification", sc.claim_variance_amplification(shift, k)),
-    ]
-
-
-def _headnorm(cfg: StudyConfig, corpus: str) -> Findings:
-    res = headnorm_study(replace(cfg, corpus=corpus))
-    return [("headnorm", sc.claim_headnorm(res.summary, cfg.steps))]
-
-
 # --- the run -----------------------------------------------------------------------------
 
 
 _FAST: dict[str, Callable[[Any, str, Budget], Findings]] = {
-    "geometry": _geometry,
-    "normalization": _normalization,
+    "geometry": geometry_experiment,
+    "normalization": normalization_experiment,
 }
 _HOOKS: dict[str, Callable[[Any, str, Budget], Findings]] = {
-    "sparsify": _sparsify,
-    "sink_origins": _sink_origins,
-    "interventions": _interventions,
+    "sparsify": sparsify_experiment,
+    "sink_origins": sink_origins_experiment,
+    "interventions": interventions_experiment,
 }
 EXPERIMENTS = (*_FAST, *_HOOKS, "headnorm")
 """The experiment names, in run order (``reproduce(experiments=...)``, ``--only``)."""
@@ -411,7 +188,7 @@ def _run_models(
         del bridge
     cfg = budget.headnorm
     if cfg is not None and "headnorm" in todo:
-        run("headnorm", f"tinylm-{cfg.n_layers}x{cfg.n_heads}", _headnorm, cfg, corpus)
+        run("headnorm", f"tinylm-{cfg.n_layers}x{cfg.n_heads}", headnorm_experiment, cfg, corpus)
 
 
 def reproduce(
