@@ -167,3 +167,25 @@ def test_score_bound_bounds_the_rounding(case, dtype) -> None:
         assert len(ratios) <= 1 and all(
             (ints[k] == 0) == (g_k == 0) for k, g_k in enumerate(exact_g)
         )
+
+
+@pytest.mark.slow
+def test_compiled_baseline_passes_equal_the_eager_ones() -> None:
+    """The fused (torch.compile) counting kernel gives the eager passes' counts and flags."""
+    from tl_geom.geometry import fused
+
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(3, 4, 5, 64, generator=gen, dtype=torch.float64)
+    g[..., 10] = g[..., 11]  # exact ties: flagged rows must agree too
+    rank = torch.stack([torch.randperm(64, generator=gen) for _ in range(12)]).view(3, 4, 64)
+    n = torch.tensor([1, 2, 8, 16, 63])
+    bound = torch.tensor([1e-12, 0.0, 1e-3], dtype=torch.float64).view(3, 1, 1)
+    want = fused.eager_passes(g, rank, n, bound)
+    fused.set_compiled(True)
+    try:
+        got = fused.baseline_passes(g, rank, n, bound)
+    finally:
+        fused.set_compiled(False)
+    for x, y in zip(got, want, strict=True):
+        assert torch.equal(x, y)
+    assert bool(want[2].any()) and not bool(want[2].all())

@@ -16,7 +16,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
-from tl_geom.geometry.certify import Flagged, certified_counts, recheck, score_bound
+from tl_geom.geometry.certify import Flagged, recheck, score_bound
+from tl_geom.geometry.fused import baseline_passes
 from tl_geom.geometry.top_n import check_count, flat_values, scores_from_counts, tidy_frame
 
 __all__ = [
@@ -267,7 +268,6 @@ def random_counts(
         g_dtype=a.dtype,
         s_dtype=a.dtype,
     )
-    inf = torch.tensor(float("inf"), dtype=a.dtype, device=a.device)
     tp = torch.empty(rows, draws, nn, dtype=torch.long, device=a.device)
     fp = torch.empty_like(tp)
     for r0 in range(0, rows, row_step):
@@ -280,10 +280,7 @@ def random_counts(
             s2 = einops.rearrange(2.0 * s, "b t nn d -> b (t nn) d")
             g = torch.baddbmm(bias[rs], s2, y_t[rs])
             g = einops.rearrange(g, "b (t nn) key -> b t nn key", nn=nn)
-            g_min_sel = torch.where(sel, g, inf).amin(-1)
-            g_max_rest = torch.where(sel, -inf, g).amax(-1)
-            e = bound[rs].view(-1, 1, 1)
-            fp_c, tp_c, flagged = certified_counts(g, e, None, n, g_min_sel, g_max_rest)
+            fp_c, tp_c, flagged = baseline_passes(g, rank[rs, ts], n, bound[rs].view(-1, 1, 1))
             if bool(flagged.any()):
                 a64, v64 = exact_inputs or (a, v)
                 idx = torch.nonzero(flagged)  # [F, 3]: (b, t, nn) within the chunk
