@@ -16,6 +16,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_count, check_n, check_values, check_weights
+from tl_geom.geometry.certify import Flagged, recheck, score_bound
+from tl_geom.geometry.fused import baseline_passes
 from tl_geom.geometry.top_n import flat_values, scores_from_counts, tidy_frame
 
 __all__ = [
@@ -227,6 +229,7 @@ def random_counts(
     n: Int[Tensor, " nn"],
     *,
     chunk: int | None = None,
+    exact_inputs: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """P, R, F ``[b, draw, nn]`` of the subsets ``J = {k : rank_k < N}`` of each row.
 
@@ -258,7 +261,13 @@ def random_counts(
     y = a.unsqueeze(-1) * v
     y_t = einops.rearrange(y, "b key d -> b d key")  # a view
     bias = -(y * y).sum(-1).unsqueeze(1)  # [b, 1, key]
-    inf = torch.tensor(float("inf"), dtype=a.dtype, device=a.device)
+    bound = score_bound(
+        y.square().sum(-1).sqrt(),
+        v.shape[-1],
+        int(n.max()),
+        g_dtype=a.dtype,
+        s_dtype=a.dtype,
+    )
     tp = torch.empty(rows, draws, nn, dtype=torch.long, device=a.device)
     fp = torch.empty_like(tp)
     for r0 in range(0, rows, row_step):
@@ -271,8 +280,21 @@ def random_counts(
             s2 = einops.rearrange(2.0 * s, "b t nn d -> b (t nn) d")
             g = torch.baddbmm(bias[rs], s2, y_t[rs])
             g = einops.rearrange(g, "b (t nn) key -> b t nn key", nn=nn)
-            g_min_sel = torch.where(sel, g, inf).amin(-1, keepdim=True)
-            g_max_rest = torch.where(sel, -inf, g).amax(-1, keepdim=True)
-            fp[rs, ts] = (g >= g_min_sel).sum(-1) - n
-            tp[rs, ts] = (g > g_max_rest).sum(-1)
+            fp_c, tp_c, flagged = baseline_passes(g, rank[rs, ts], n, bound[rs].view(-1, 1, 1))
+            if bool(flagged.any()):
+                a64, v64 = exact_inputs or (a, v)
+                idx = torch.nonzero(flagged)  # [F, 3]: (b, t, nn) within the chunk
+                exact = recheck(
+                    Flagged(
+                        a=a64[r0 + idx[:, 0]],
+                        v=v64[rs],
+                        value_row=idx[:, 0],
+                        selected=sel[idx[:, 0], idx[:, 1], idx[:, 2]],
+                        present=torch.ones_like(sel[0, 0, 0]).expand(len(idx), length),
+                    ),
+                    int(n.max()),
+                    g[flagged] if exact_inputs is None and g.dtype == torch.float64 else None,
+                )
+                fp_c[flagged], tp_c[flagged] = exact[0], exact[1]
+            fp[rs, ts], tp[rs, ts] = fp_c, tp_c
     return scores_from_counts(fp, tp, n, a.dtype)

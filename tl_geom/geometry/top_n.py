@@ -34,6 +34,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
+from tl_geom.geometry.certify import Flagged, certified_counts, recheck, score_bound
 
 __all__ = [
     "Separability",
@@ -170,7 +171,8 @@ def separation_counts(
     Returns:
         ``(precision, recall, f1, g_min_selected, g_max_rest)``, each ``[*lead, nn]``.
     """
-    return separation(g, selected, n, key_mask)[:5]
+    false_pos, true_pos, g_min_sel, g_max_rest = separation(g, selected, n, key_mask)[:4]
+    return (*scores_from_counts(false_pos, true_pos, n, g.dtype), g_min_sel, g_max_rest)
 
 
 def separation(
@@ -178,8 +180,13 @@ def separation(
     selected: Bool[Tensor, "*lead nn key"],
     n: Int[Tensor, " nn"],
     key_mask: Bool[Tensor, "*lead key"] | None = None,
+    bound: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """:func:`separation_counts` plus the keys attaining the thresholds (any on ties).
+
+    With ``bound`` (``E [*lead, nn]`` or broadcastable, see ``certify.py``) the counts
+    are certified and the last returned tensor flags the rows to recount exactly;
+    without, it is all False and the counts are what the float scores say.
 
     The ``[..., nn, key]`` temporaries are two buffers reused in place (one float, one
     boolean): on a CPU, fresh tensors of that size cost page faults on every call.
@@ -191,11 +198,16 @@ def separation(
     buf = torch.where(selected, g, inf)
     g_min_sel, far = buf.min(-1)
     g_max_rest, near = torch.where(rest, g, -inf, out=buf).max(-1)
-    hit = torch.ge(g, g_min_sel.unsqueeze(-1))
-    false_pos = hit.logical_and_(rest).sum(-1)
-    true_pos = torch.gt(g, g_max_rest.unsqueeze(-1), out=hit).logical_and_(selected).sum(-1)
-    precision, recall, f1 = scores_from_counts(false_pos, true_pos, n, g.dtype)
-    return precision, recall, f1, g_min_sel, g_max_rest, far, near
+    if bound is None:
+        hit = torch.ge(g, g_min_sel.unsqueeze(-1))
+        false_pos = hit.logical_and_(rest).sum(-1)
+        true_pos = torch.gt(g, g_max_rest.unsqueeze(-1), out=hit).logical_and_(selected).sum(-1)
+        flagged = torch.zeros_like(false_pos, dtype=torch.bool)
+    else:
+        false_pos, true_pos, flagged = certified_counts(
+            g, bound, selected, n, g_min_sel, g_max_rest, rest
+        )
+    return false_pos, true_pos, g_min_sel, g_max_rest, far, near, flagged
 
 
 def scores_from_counts(
@@ -220,11 +232,16 @@ def selection_metrics(
     selected: Bool[Tensor, "b c m key"],
     n: Int[Tensor, " m"],
     key_mask: Bool[Tensor, "b c key"] | None = None,
+    *,
+    exact_inputs: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """P, R, F, r_max, r_min and s of selections over ``c`` weight rows sharing values.
 
     s = (a * sel) @ V,  g_k = 2 a_k <s, v_k> - a_k^2 ||v_k||^2  (= 2<s, y_k> - ||y_k||^2)
-    Two batched matmuls; V is never expanded per row or selection. The radii are
+    Two batched matmuls; V is never expanded per row or selection. The counts are
+    certified (``certify.py``): a row with a comparison inside the rounding bound is
+    recounted in exact arithmetic from ``exact_inputs`` (``a``, ``v`` as float64 by
+    default), so P and R are those of exact arithmetic on the inputs. The radii are
     measured at the extreme points, ``r_max = ||y_i - s||`` with ``i = argmin_I g`` and
     ``r_min = ||y_j - s||`` with ``j = argmax_rest g``, so they carry no ``||s||^2 - g``
     cancellation.
@@ -238,11 +255,33 @@ def selection_metrics(
     # bit for bit (scaling by 2 is exact), so this rounds exactly as the formula reads.
     g = torch.einsum("bcmd,bkd->bcmk", 2.0 * s, v)
     g.sub_(a_m * (v * v).sum(-1)[:, None, None, :]).mul_(a_m)
-    precision, recall, f1, _, _, far, near = separation(g, selected, n, key_mask)
-    rows = torch.arange(a.shape[0], device=a.device).view(-1, 1, 1)
+    w = a * v.square().sum(-1).sqrt().unsqueeze(1)
+    bound = score_bound(
+        w, v.shape[-1], int(n.max()), g_dtype=g.dtype, s_dtype=g.dtype, key_mask=key_mask
+    ).unsqueeze(-1)
+    false_pos, true_pos, _, _, far, near, flagged = separation(g, selected, n, key_mask, bound)
+    if bool(flagged.any()):
+        a64, v64 = exact_inputs if exact_inputs is not None else (a, v)
+        idx = torch.nonzero(flagged)  # [F, 3]: (b, c, m)
+        present = key_mask[idx[:, 0], idx[:, 1]] if key_mask is not None else None
+        rows = Flagged(
+            a=a64[idx[:, 0], idx[:, 1]],
+            v=v64,
+            value_row=idx[:, 0],
+            selected=selected[idx[:, 0], idx[:, 1], idx[:, 2]],
+            present=present
+            if present is not None
+            else torch.ones_like(flagged[0, 0, 0]).expand(len(idx), a.shape[-1]),
+        )
+        g64 = g[flagged] if exact_inputs is None and g.dtype == torch.float64 else None
+        exact = recheck(rows, int(n.max()), g64)
+        for out, val in zip((false_pos, true_pos, far, near), exact, strict=True):
+            out[flagged] = val.to(out.dtype)
+    precision, recall, f1 = scores_from_counts(false_pos, true_pos, n, g.dtype)
+    heads = torch.arange(a.shape[0], device=a.device).view(-1, 1, 1)
 
     def distance(idx: Tensor) -> Tensor:
-        y = a.gather(-1, idx).unsqueeze(-1) * v[rows, idx]
+        y = a.gather(-1, idx).unsqueeze(-1) * v[heads, idx]
         return ((y - s) ** 2).sum(-1).sqrt()
 
     r_max, r_min = distance(far), distance(near)
@@ -300,7 +339,13 @@ def separability(
 
     a_sorted, rank = sorted_rank(a)
     selected = rank.unsqueeze(1) < n_t.view(1, -1, 1)
-    metrics = selection_metrics(a.unsqueeze(1), v, selected.unsqueeze(1), n_t)
+    exact = None
+    if dtype != torch.float64:  # exact decisions are on the inputs as given, in float64
+        exact = (
+            einops.pack([alpha.double()], "* key")[0].unsqueeze(1),
+            flat_values(values, torch.float64),
+        )
+    metrics = selection_metrics(a.unsqueeze(1), v, selected.unsqueeze(1), n_t, exact_inputs=exact)
     precision, recall, f1, r_max, r_min, s = (x.squeeze(1) for x in metrics)
     margin = a_sorted[:, n_t - 1] - a_sorted[:, n_t]
 

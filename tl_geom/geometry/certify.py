@@ -1,0 +1,176 @@
+"""Certified counts: floating-point scores, exact decisions (spec: geometry.md, "Metrics").
+
+P and R count keys on either side of two thresholds, ``min_I g`` and ``max_rest g``.
+Computed scores ``g_hat`` carry rounding error; when two points coincide (equal weights
+and equal value rows, as for a repeated token at layer 0), or nearly so, the rounding
+decides the comparison and a count can be off by one. Here every comparison is either
+certified by a rigorous bound on that error, or recounted exactly (``exact.py``):
+
+    |g_hat_k - g_k| <= E  for every key of a row,   E = 8 gamma (2 A + W) W,
+    W = max_k ||y_k||,  A = sum_k ||y_k||,  gamma = gamma_K(u_g) + gamma_M(u_s),
+
+``gamma_K(u) = K u / (1 - K u)`` (Higham, "Accuracy and Stability of Numerical
+Algorithms", 2nd ed., sec. 3.1), ``K = d + 8`` the terms of the score's dot product
+in the score dtype and ``M = N + 8`` those of ``s`` in its own dtype. Derivation:
+``y_hat = y (1 + delta)``; ``|s_hat - s| <= gamma_M A`` (componentwise sums of the
+``|y_i|``, ``A >= sum_I ||y_i||``); the dot product and the bias round by at most
+``gamma_K (2 ||s_hat|| ||y_k|| + ||y_k||^2)``; Cauchy-Schwarz and ``||s|| <= A`` give
+the rest, and the factor 8 covers the second-order terms, the rounding of ``W``, ``A``
+and ``E`` themselves, and the scaling by ``alpha_k`` in the ``a (2<s, v> - a ||v||^2)``
+form. An absolute ``K * tiny`` covers underflow.
+
+A row is certified when no key other than the threshold's own lies within ``2E`` of
+either computed threshold: then ``#{rest : g >= min_I g}`` and ``#{I : g > max_rest g}``
+are what the float scores say. Else the row is flagged and recounted exactly.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tl_geom.geometry.exact import exact_row_counts
+
+__all__ = ["Flagged", "certified_counts", "recheck", "score_bound"]
+
+
+def _gamma(terms: int, dtype: torch.dtype) -> float:
+    unit = torch.finfo(dtype).eps / 2
+    return terms * unit / (1 - terms * unit)
+
+
+def score_bound(
+    w: Tensor,
+    d: int,
+    n_max: int,
+    *,
+    g_dtype: torch.dtype,
+    s_dtype: torch.dtype,
+    key_mask: Tensor | None = None,
+) -> Tensor:
+    """``E [...]``: a bound on ``|g_hat_k - g_k|`` over the keys of each row.
+
+    Args:
+        w: ``||y_k|| = alpha_k ||v_k||`` per key, ``[..., key]`` (any float dtype).
+        d: the value dimension (terms of the dot product).
+        n_max: the largest selection size (terms of ``s``).
+        g_dtype: dtype the scores were accumulated in.
+        s_dtype: dtype ``s`` was accumulated in (before any cast to ``g_dtype``).
+        key_mask: keys present in each row (default all).
+    """
+    w = w.double()
+    if key_mask is not None:
+        w = torch.where(key_mask, w, 0.0)
+    big_w = w.amax(-1)
+    total = w.sum(-1) * (1 + 1e-12)  # rounding of the float64 sum itself (n L u << 1e-12)
+    gamma = _gamma(d + 8, g_dtype) + _gamma(n_max + 8, s_dtype)
+    tiny = (d + n_max + 16) * torch.finfo(g_dtype).tiny
+    return 8 * gamma * (2 * total + big_w) * big_w + tiny
+
+
+def certified_counts(
+    g: Tensor,
+    bound: Tensor,
+    selected: Tensor | None,
+    n: Tensor,
+    t_min: Tensor,
+    t_max: Tensor,
+    rest: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(#FP, #TP, flagged)`` from scores ``g [..., key]`` and the computed thresholds.
+
+    ``t_min = min_I g_hat``, ``t_max = max_rest g_hat`` (``[...]``), ``bound [...]``
+    broadcastable to them. With ``selected``/``rest`` masks the counts are over those
+    sets; without (``selected is None``: every row selects exactly ``n`` keys and every
+    key is present) the mask-free identities of the baseline are used, with the
+    stronger test that only the threshold key itself lies in each window.
+    ``flagged`` rows hold a key within ``2E`` of a threshold: recount them exactly.
+    """
+    e2 = (2 * bound).to(g.dtype)
+    lo_min, hi_min = (t_min - e2).unsqueeze(-1), (t_min + e2).unsqueeze(-1)
+    lo_max, hi_max = (t_max - e2).unsqueeze(-1), (t_max + e2).unsqueeze(-1)
+    if selected is None:
+        wide = torch.ge(g, lo_min).sum(-1)
+        narrow = torch.gt(g, hi_min).sum(-1)
+        false_pos = wide - n
+        flagged = wide - narrow != 1
+        true_pos = torch.gt(g, hi_max).sum(-1)
+        flagged |= torch.ge(g, lo_max).sum(-1) - true_pos != 1
+        return false_pos, true_pos, flagged
+    assert rest is not None
+    hit = torch.ge(g, lo_min)
+    false_pos = hit.logical_and_(rest).sum(-1)
+    flagged = torch.gt(g, hi_min, out=hit).logical_and_(rest).sum(-1) != false_pos
+    true_pos = torch.gt(g, hi_max, out=hit).logical_and_(selected).sum(-1)
+    flagged |= torch.ge(g, lo_max, out=hit).logical_and_(selected).sum(-1) != true_pos
+    return false_pos, true_pos, flagged
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """The rows a first, uniform-bound pass left undecided, gathered for the recheck.
+
+    Attributes:
+        a: ``[F, L]`` weights of each row as given (float64 is exact for them).
+        v: ``[B, L, d]`` values; row ``f`` uses ``v[value_row[f]]``.
+        value_row: ``[F]`` index into ``v``.
+        selected: ``[F, L]`` selection masks.
+        present: ``[F, L]`` keys present in each row (all, but causal future keys).
+    """
+
+    a: Tensor
+    v: Tensor
+    value_row: Tensor
+    selected: Tensor
+    present: Tensor
+
+
+def recheck(
+    rows: Flagged, n_max: int, g64: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Exact ``(#FP, #TP, far, near)`` ``[F]`` of the flagged rows.
+
+    Scores again in float64 (one small matmul per distinct value row; or ``g64 [F, L]``,
+    the scores already computed in float64 by the same formula), now with a bound
+    per key, ``e_k = 8 gamma (2 A_I + ||y_k||) ||y_k||`` with ``A_I = sum_I ||y_i||``:
+    small keys get small bounds, which a uniform bound cannot give. A comparison still
+    inside both bounds (coincident points) is decided in exact arithmetic
+    (:func:`tl_geom.geometry.exact.exact_row_counts`).
+    """
+    a = rows.a.double()
+    v = rows.v.double()
+    w = a * v.square().sum(-1).sqrt()[rows.value_row]
+    if g64 is not None:
+        g = g64
+    else:
+        g = torch.empty_like(a)
+        for b in rows.value_row.unique().tolist():
+            pick = rows.value_row == b
+            ab, vb = a[pick], v[b]
+            s = (ab * rows.selected[pick]) @ vb
+            g[pick] = ab * (2.0 * s @ vb.T - ab * (vb * vb).sum(-1))
+    w = torch.where(rows.present, w, 0.0)
+    a_sel = (w * rows.selected).sum(-1, keepdim=True) * (1 + 1e-12)
+    gamma = _gamma(v.shape[-1] + 8, torch.float64) + _gamma(n_max + 8, torch.float64)
+    tiny = (v.shape[-1] + n_max + 16) * torch.finfo(torch.float64).tiny
+    e = 8 * gamma * (2 * a_sel + w) * w + tiny
+    sel, rest = rows.selected, rows.present & ~rows.selected
+    lo, hi = g - e, g + e
+    inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
+    t_min_lo = torch.where(sel, lo, inf).amin(-1, keepdim=True)
+    t_min_hi = torch.where(sel, hi, inf).amin(-1, keepdim=True)
+    t_max_lo = torch.where(rest, lo, -inf).amax(-1, keepdim=True)
+    t_max_hi = torch.where(rest, hi, -inf).amax(-1, keepdim=True)
+    false_pos = (rest & (lo >= t_min_hi)).sum(-1)
+    true_pos = (sel & (lo > t_max_hi)).sum(-1)
+    still = (rest & (hi >= t_min_lo)).sum(-1) != false_pos
+    still |= (sel & (hi > t_max_lo)).sum(-1) != true_pos
+    far = torch.where(sel, g, inf).argmin(-1)
+    near = torch.where(rest, g, -inf).argmax(-1)
+    for f in torch.nonzero(still).flatten().tolist():
+        b = int(rows.value_row[f])
+        fp, tp, i, j = exact_row_counts(a[f], v[b], sel[f], rows.present[f], g[f], e[f])
+        false_pos[f], true_pos[f] = fp, tp
+        far[f] = i if i >= 0 else far[f]
+        near[f] = j if j >= 0 else near[f]
+    return false_pos, true_pos, far, near
