@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_count, check_n, check_values, check_weights
+from tl_geom._shapes import unpack_n
 from tl_geom.geometry.certify import Flagged, recheck, score_bound
 from tl_geom.geometry.fused import baseline_passes
 from tl_geom.geometry.top_n import flat_values, scores_from_counts, tidy_frame
@@ -203,9 +204,7 @@ def random_separability(
     per_draw = random_counts(a, v, rank, n_t)
 
     def stat(x: Tensor, std: bool) -> Tensor:
-        x = x.std(1, correction=0) if std else x.mean(1)
-        (x,) = einops.unpack(x, packed, "* nn")
-        return x[..., 0] if scalar else x
+        return unpack_n(x.std(1, correction=0) if std else x.mean(1), packed, scalar)
 
     p, r, f = per_draw
     return RandomSeparability(

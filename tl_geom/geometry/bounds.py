@@ -23,10 +23,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_count, check_n, check_values, check_weights
+from tl_geom._shapes import Shape, unpack_n
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry.top_n import g_scores, separability, top_n_rank
-
-_Packed = list[tuple[int, ...] | list[int]]  # einops.pack shapes
 
 __all__ = [
     "Certificate",
@@ -82,16 +81,11 @@ class Envelope:
 
 def _prep(
     alpha: Tensor, n: int | Sequence[int], atol: float
-) -> tuple[Tensor, _Packed, tuple[int, ...], bool]:
+) -> tuple[Tensor, list[Shape], tuple[int, ...], bool]:
     check_weights(alpha, atol=atol)
     ns = check_n(n, alpha.shape[-1])
     a, packed = einops.pack([alpha.double()], "* key")
     return a, packed, ns, isinstance(n, Integral)
-
-
-def _out(x: Tensor, packed: _Packed, scalar: bool) -> Tensor:
-    (x,) = einops.unpack(x, packed, "* nn")
-    return x[..., 0] if scalar else x
 
 
 def _stat(name: str, x: float | Tensor, lead: tuple[int, ...]) -> Tensor:
@@ -141,7 +135,7 @@ def separation_gap(
     g = g_scores(s, a.unsqueeze(-1) * v)
     inf = torch.tensor(float("inf"), dtype=g.dtype)
     gap = torch.where(selected, g, inf).amin(-1) - torch.where(~selected, g, -inf).amax(-1)
-    return _out(gap, packed, scalar)
+    return unpack_n(gap, packed, scalar)
 
 
 def _sorted_terms(a: Tensor, ns: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
@@ -261,10 +255,10 @@ def certificate(
     lower, upper, cert, cs = _certify(a, ns, bt, big_bt, ct)
     nn = len(ns)
     return Certificate(
-        *(_out(x, packed, scalar) for x in (lower, upper, cert, cs)),
-        b=_out(bt.expand(-1, nn), packed, scalar),
-        B=_out(big_bt.expand(-1, nn), packed, scalar),
-        c=_out(ct, packed, scalar),
+        *(unpack_n(x, packed, scalar) for x in (lower, upper, cert, cs)),
+        b=unpack_n(bt.expand(-1, nn), packed, scalar),
+        B=unpack_n(big_bt.expand(-1, nn), packed, scalar),
+        c=unpack_n(ct, packed, scalar),
     )
 
 
@@ -297,10 +291,10 @@ def certificate_from_values(
     lower, upper, cert, cs = _certify(a, ns, b, big_b, c)
     nn = len(ns)
     return Certificate(
-        *(_out(x, packed, scalar) for x in (lower, upper, cert, cs)),
-        b=_out(b.expand(-1, nn), packed, scalar),
-        B=_out(big_b.expand(-1, nn), packed, scalar),
-        c=_out(c, packed, scalar),
+        *(unpack_n(x, packed, scalar) for x in (lower, upper, cert, cs)),
+        b=unpack_n(b.expand(-1, nn), packed, scalar),
+        B=unpack_n(big_b.expand(-1, nn), packed, scalar),
+        c=unpack_n(c, packed, scalar),
     )
 
 

@@ -17,8 +17,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_geom._checks import check_n, check_weights
+from tl_geom._shapes import unpack_n
 from tl_geom.errors import TlGeomError
-from tl_geom.geometry.bounds import _out  # pyright: ignore[reportPrivateUsage]
 from tl_geom.geometry.top_n import separability
 
 __all__ = ["SimulatedSeparability", "sample_values", "simulate_separability"]
@@ -142,7 +142,7 @@ def simulate_separability(
 
     def stat(x: Tensor, std: bool = False) -> Tensor:
         m = x.double().std(0, unbiased=False) if std else x.double().mean(0)
-        return _out(m, packed, scalar)
+        return unpack_n(m, packed, scalar)
 
     return SimulatedSeparability(
         n=ns,

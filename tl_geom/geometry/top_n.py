@@ -34,6 +34,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
+from tl_geom._shapes import unpack_n
 from tl_geom.geometry.certify import Flagged, certified_counts, recheck, score_bound
 
 __all__ = [
@@ -350,12 +351,10 @@ def separability(
     margin = a_sorted[:, n_t - 1] - a_sorted[:, n_t]
 
     def out_n(x: Tensor) -> Tensor:
-        (x,) = einops.unpack(x, packed, "* nn")
-        return x[..., 0] if scalar else x
+        return unpack_n(x, packed, scalar)
 
     def out_vec(x: Tensor, tail: str) -> Tensor:
-        (x,) = einops.unpack(x, packed, f"* nn {tail}")
-        return x[..., 0, :] if scalar else x
+        return unpack_n(x, packed, scalar, tail)
 
     return Separability(
         n=ns,

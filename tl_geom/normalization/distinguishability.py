@@ -32,11 +32,11 @@ from typing import Literal
 import einops
 import pandas as pd
 import torch
-from einops.packing import Shape
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_count, check_n, check_values, check_weights
+from tl_geom._shapes import Shape, unpack_n
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry.baseline import random_ranks
 from tl_geom.geometry.top_n import g_scores, separability, top_n_rank
@@ -104,11 +104,6 @@ def _distances(
     return torch.where(selected, torch.zeros_like(dist), dist).sum(-1)
 
 
-def _unpack(x: Tensor, packed: list[Shape], scalar: bool) -> Tensor:
-    (x,) = einops.unpack(x, packed, "* nn")
-    return x[..., 0] if scalar else x
-
-
 def cumulative_distance(
     alpha: Float[Tensor, "*lead key"],
     values: Float[Tensor, "*lead key d"],
@@ -151,7 +146,7 @@ def cumulative_distance(
     """
     _check_form(form)
     a, y, n_t, packed, scalar = _prepare(alpha, values, n, dtype, atol)
-    return _unpack(_distances(y, top_n_rank(a), n_t, form, direct), packed, scalar)
+    return unpack_n(_distances(y, top_n_rank(a), n_t, form, direct), packed, scalar)
 
 
 def random_cumulative_distance(
@@ -204,7 +199,7 @@ def random_cumulative_distance(
         per_draw.append(_distances(y, order, n_t, form, direct))
     stacked = torch.stack(per_draw, 1)  # [b, draws, nn]
     if reduce == "mean":
-        return _unpack(stacked.mean(1), packed, scalar)
+        return unpack_n(stacked.mean(1), packed, scalar)
     (out,) = einops.unpack(stacked, packed, "* draws nn")
     return out[..., 0] if scalar else out
 
