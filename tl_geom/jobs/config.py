@@ -21,6 +21,7 @@ __all__ = [
     "check_model_options",
     "default_n",
     "from_namespace",
+    "n_grid",
 ]
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
@@ -41,6 +42,21 @@ def default_n(ctx: int) -> tuple[int, ...]:
     (512, (1, 2, 4, 8))
     """
     return tuple(2**k for k in range(int(math.log2(ctx // 2)) + 1))
+
+
+def n_grid(n: tuple[int, ...] | None, ctx: int) -> tuple[int, ...]:
+    """The N grid of a run, made here only: ``n`` sorted and de-duplicated, or the default.
+
+    Default: :func:`default_n`. Each N must lie in ``1..ctx - 1``.
+
+    >>> n_grid((4, 1, 4), 16), n_grid(None, 16)
+    ((1, 4), (1, 2, 4, 8))
+    """
+    grid = tuple(sorted(set(n))) if n else default_n(ctx)
+    for k in grid:
+        if not 1 <= k < ctx:
+            raise TlGeomError(f"n={k} out of range 1..{ctx - 1} for ctx={ctx}")
+    return grid
 
 
 def _ints(value: Any) -> tuple[int, ...] | None:
@@ -113,14 +129,12 @@ class AnalyzeConfig:
                 f"draws={self.draws!r}; give random subsets per row >= 1, or 0 for no baseline"
             )
         check_model_options(self.backend, self.dtype)
-        for k in self.n_grid:
-            if not 1 <= k < self.ctx:
-                raise TlGeomError(f"n={k} out of range 1..{self.ctx - 1} for ctx={self.ctx}")
+        n_grid(self.n, self.ctx)  # validates
 
     @property
     def n_grid(self) -> tuple[int, ...]:
-        """The N values, sorted and de-duplicated (the one place the grid is made)."""
-        return tuple(sorted(set(self.n))) if self.n else default_n(self.ctx)
+        """The N values, sorted and de-duplicated: :func:`n_grid`."""
+        return n_grid(self.n, self.ctx)
 
     def fingerprint(self) -> dict[str, Any]:
         """What a window's results depend on; a resumed run must match it exactly.
@@ -183,14 +197,12 @@ class SparsifyConfig:
                     f"windows={self.windows}, heldout={self.heldout}, seeds={self.seeds}; each >= 1"
                 )
         _check_source(self.windows, self.ctx)
-        for k in self.n_grid:
-            if not 1 <= k < self.ctx:
-                raise TlGeomError(f"n={k} out of range 1..{self.ctx - 1} for ctx={self.ctx}")
+        n_grid(self.n, self.ctx)  # validates
 
     @property
     def n_grid(self) -> tuple[int, ...]:
-        """The N values of the taxonomy curves, sorted and de-duplicated."""
-        return tuple(sorted(set(self.n))) if self.n else default_n(self.ctx)
+        """The N values of the taxonomy curves, sorted and de-duplicated: :func:`n_grid`."""
+        return n_grid(self.n, self.ctx)
 
 
 C = TypeVar("C", AnalyzeConfig, SparsifyConfig)
