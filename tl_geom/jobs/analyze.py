@@ -14,7 +14,7 @@ refer to position 0, the ``[CLS]`` token that opens every window.
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -209,8 +209,9 @@ def _tables(
         "total": time.perf_counter() - t_start,
     }
     backends = [run.backends.get(w, facts.backend) for w in range(config.windows)]
-    ran = replace(facts, backend="+".join(sorted(set(backends))))  # type: ignore[arg-type]
-    record = _run_record(fingerprint, ran, timings, tables.summary, ranks.world, ranks.rank)
+    record = _run_record(fingerprint, facts, timings, tables.summary, ranks.world, ranks.rank)
+    ran = "+".join(sorted(set(backends)))  # what the windows ran with ("hooks+sdpa": mixed)
+    record["backend"] = record["facts"]["backend"] = ran
     record["facts"]["window_backends"] = backends
     record["rejected_windows"] = run.rejected
     return Analysis(

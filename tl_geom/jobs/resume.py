@@ -76,7 +76,7 @@ def prepare_out(out: Path, fingerprint: dict[str, Any], resume: bool) -> Path:
                 k for k in keys if not isinstance(old, dict) or old.get(k) != fingerprint.get(k)
             )
             raise TlGeomError(
-                f"{out} holds a run with other arguments ({', '.join(diff)}); "
+                f"{out} holds a run with other arguments ({', '.join(diff)}; see {cfg_path}); "
                 "use another --out or delete it"
             )
     if not resume and any(wdir.glob("w*.pt")):
