@@ -368,3 +368,56 @@ def test_provenance_records_what_ran(
     run = Analysis.load(out).run
     assert run["facts"]["window_backends"] == ["sdpa", "sdpa", "hooks"]
     assert run["backend"] == "hooks+sdpa"
+
+
+def test_row_tolerance_follows_the_input_dtype() -> None:
+    """bf16 rounds 1/3 to 0.333984375: three such weights sum to 1.00195, off by more
+    than 1e-3 but within bf16's own rounding; the same sum in float64 is an error whose
+    message says what was measured."""
+    from tl_geom._checks import row_sum_atol
+    from tl_geom.geometry.top_n import separability
+
+    row = torch.full((1, 3), 1 / 3, dtype=torch.bfloat16)
+    assert abs(float(row.double().sum()) - 1) > 1e-3
+    values = torch.randn(1, 3, 4, dtype=torch.float64)
+    res = separability(row, values, [1, 2])
+    assert res.f1[0, 0] == 1.0  # N = 1 is always separable
+    assert row_sum_atol(torch.float16) == 4 * torch.finfo(torch.float16).eps
+    with pytest.raises(TlGeomError, match=r"measured: the worst row .* sums to 1\.00195"):
+        separability(row.double(), values, [1, 2])
+
+
+@pytest.mark.parametrize("atol", [float("nan"), float("inf"), -1.0])
+def test_nan_or_negative_atol_is_an_error(atol: float) -> None:
+    from tl_geom.geometry.top_n import separability
+
+    alpha = torch.full((1, 4), 0.5, dtype=torch.float64)  # rows sum to 2: not weights
+    with pytest.raises(TlGeomError, match="pass a finite row-sum tolerance"):
+        separability(alpha, torch.randn(1, 4, 3, dtype=torch.float64), [1], atol=atol)
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e155])
+def test_overflowing_values_are_an_error_not_inf(scale: float) -> None:
+    """Values of 1e160 gave a random-baseline P of inf; now both metrics refuse them."""
+    from tl_geom.geometry.baseline import random_separability
+    from tl_geom.geometry.top_n import separability
+
+    alpha = torch.softmax(torch.randn(2, 16, dtype=torch.float64), -1)
+    values = torch.randn(2, 16, 8, dtype=torch.float64) * scale
+    with pytest.raises(TlGeomError, match="overflow float64"):
+        separability(alpha, values, [1, 4])
+    with pytest.raises(TlGeomError, match="overflow float64"):
+        random_separability(alpha, values, [1, 4], draws=2)
+    ok = separability(alpha, values / scale * 1e150, [1, 4])  # large but safe: finite
+    assert torch.isfinite(ok.f1).all()
+
+
+def test_ablate_heads_with_nan_means_is_an_error(model: Any) -> None:
+    from tl_geom import ablate_heads
+    from tl_geom.lens.hooks import model_dims
+
+    dims = model_dims(model)
+    means = torch.zeros(dims.n_layers, dims.n_heads, dims.d_head)
+    means[0, 1, 0] = float("nan")
+    with pytest.raises(TlGeomError, match="means holds 1 NaN/inf"):
+        ablate_heads(model, [(0, 1)], "mean", means=means)
