@@ -179,7 +179,7 @@ def test_cli_sparsify(tiny_dir: Path, tmp_path: Path, capsys: Any) -> None:
     assert (base["delta_loss"] == 0).all() and base["loss"].nunique() == 1
     assert sorted(table["heads"].unique()) == [0, 2, 4]  # round(f * 8)
     assert table["seed"].notna().sum() == 2 * 3 * 2
-    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    page = (tmp_path / "run" / "sparsify_report.html").read_text(encoding="utf-8")
     assert "<svg" in page and "held-out" in page
     assert "<script" not in page and 'src="http' not in page and 'href="http' not in page
     assert main([*args[:-2], "--out", str(tmp_path / "x"), "--ablation", "half"]) == 2

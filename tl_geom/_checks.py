@@ -6,8 +6,9 @@ public math function calls these checks itself: a bad input is always a clear
 error, never a silent wrong number.
 """
 
+import math
 from collections.abc import Sequence
-from numbers import Integral
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor
@@ -21,6 +22,7 @@ __all__ = [
     "check_n",
     "check_values",
     "check_weights",
+    "row_sum_atol",
 ]
 
 ROW_SUM_ATOL = 1e-3
@@ -29,6 +31,20 @@ ROW_SUM_ATOL = 1e-3
 A float32 softmax row of length 8192 sums to 1 within about 1e-6; 1e-3 leaves room
 for float16/bfloat16 patterns upcast before the call while still rejecting rows that
 are not distributions (unnormalised scores, a masked row, a row of logits)."""
+
+
+def row_sum_atol(dtype: torch.dtype, atol: float = ROW_SUM_ATOL) -> float:
+    """The row-sum tolerance for weights computed in ``dtype``: ``max(atol, 4 eps)``.
+
+    A softmax row rounded to a format with machine epsilon ``eps`` sums to 1 within
+    ``eps / 2`` (each weight ``w_i`` is off by at most ``w_i eps / 2``); 4 eps leaves
+    room for a softmax computed in that format [ours]. bfloat16: 0.03125, float16:
+    0.0039, float32/float64: ``atol``.
+
+    >>> row_sum_atol(torch.bfloat16), row_sum_atol(torch.float32)
+    (0.03125, 0.001)
+    """
+    return max(atol, 4 * torch.finfo(dtype).eps) if dtype.is_floating_point else atol
 
 
 def check_count(name: str, value: int) -> None:
@@ -68,12 +84,17 @@ def check_weights(
         alpha: ``[..., key]`` weights.
         key_mask: optional boolean ``[..., key]`` (broadcastable) marking the keys
             that exist for each row; rows are checked over those keys only.
-        atol: tolerance on ``|sum - 1|`` (see ``ROW_SUM_ATOL``).
+        atol: tolerance on ``|sum - 1|`` (see ``ROW_SUM_ATOL``); at least
+            :func:`row_sum_atol` of ``alpha``'s dtype, so bfloat16/float16 softmax rows
+            pass. NaN, inf or a negative ``atol`` is an error (it would disable the check).
     """
+    if isinstance(atol, bool) or not isinstance(atol, Real) or not math.isfinite(atol) or atol < 0:
+        raise TlGeomError(f"atol={atol!r}; pass a finite row-sum tolerance >= 0")
     if alpha.ndim < 1:
         raise TlGeomError("alpha must have a key dimension, got a 0-d tensor")
     if not alpha.is_floating_point():
         raise TlGeomError(f"alpha must be a floating tensor, got dtype {alpha.dtype}")
+    tol = row_sum_atol(alpha.dtype, float(atol))
     check_finite("alpha", alpha)
     if alpha.numel() == 0:
         raise TlGeomError(f"alpha is empty (shape {tuple(alpha.shape)})")
@@ -81,12 +102,15 @@ def check_weights(
     if low < 0:
         raise TlGeomError(f"alpha has negative weights (min {low:.3g}); weights must be >= 0")
     a = alpha.double() if key_mask is None else alpha.double() * key_mask
-    err = (a.sum(-1) - 1.0).abs()
+    sums = a.sum(-1)
+    err = (sums - 1.0).abs()
     worst = float(err.max())
-    if worst > atol:
+    if worst > tol:
+        at = int(err.argmax())
         raise TlGeomError(
-            f"alpha rows must sum to 1 within {atol:g}; worst row is off by {worst:.3g} "
-            "(pass softmax weights, i.e. hook_pattern rows, not scores)"
+            f"alpha rows must sum to 1 within {tol:g} ({alpha.dtype} input); measured: the "
+            f"worst row (flat index {at}) sums to {float(sums.flatten()[at]):.6g}, off by "
+            f"{worst:.3g}. Softmax weights (hook_pattern rows) pass; scores or logits do not"
         )
 
 
@@ -102,6 +126,14 @@ def check_values(alpha: Tensor, values: Tensor) -> None:
     if values.shape[-1] < 1:
         raise TlGeomError("values have an empty feature dimension d = 0")
     check_finite("values", values)
+    # g = 2<s_N, y_k> - ||y_k||^2 must not overflow float64: |v|^2 d well below its max.
+    limit = math.sqrt(torch.finfo(torch.float64).max / (4 * values.shape[-1]))
+    big = float(values.abs().amax()) if values.numel() else 0.0
+    if big > limit:
+        raise TlGeomError(
+            f"values reach {big:.3g}; the squared distances overflow float64 beyond "
+            f"{limit:.3g} (d={values.shape[-1]}); rescale the values"
+        )
 
 
 def check_n(n: int | Sequence[int], length: int) -> tuple[int, ...]:

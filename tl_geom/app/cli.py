@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--layers", type=_int_list, default=None, help="layers (default all)")
     a.add_argument("--out", default="tl_geom_out", help="output directory")
     a.add_argument("--resume", action="store_true", help="continue a run in --out")
+    a.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a bad window file in --out instead of moving it aside and recomputing",
+    )
     a.add_argument("--no-report", action="store_true", help="skip report.html")
     a.add_argument(
         "--backend",
@@ -90,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
     p = sub.add_parser(
         "sparsify",
-        help="remove heads by type/metric rules; held-out loss: sparsify.csv, report.html",
+        help="remove heads by type/metric rules; held-out loss: sparsify.csv, sparsify_report.html",
     )
     _source_args(p, SparsifyConfig.windows, SparsifyConfig.ctx, "scoring windows")
     p.add_argument("--heldout", type=int, default=SparsifyConfig.heldout, help="held-out windows")
@@ -104,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", default="zero,mean", help="zero and/or mean (default zero,mean)")
     p.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
     p.add_argument("--out", default="tl_geom_sparsify", help="output directory")
-    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--no-report", action="store_true", help="skip sparsify_report.html")
     s = sub.add_parser(
         "summary",
         help="per-layer sink mass, entropy and top-N separability of the final query",
@@ -256,7 +261,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
     config = from_namespace(AnalyzeConfig, args, taxonomy=_taxonomy(args.taxonomy))
     out = Path(args.out)
-    result = run_analysis(config, load_corpus(config.corpus), out=out, resume=args.resume)
+    body = load_corpus(config.corpus)
+    result = run_analysis(config, body, out=out, resume=args.resume, strict=args.strict)
     if result.run.get("torchrun", {}).get("rank", 0) != 0:
         return 0  # rank 0 writes the report and prints the summary
     written = ["metrics.csv", "heads.csv", "envelope.csv", "run.json"]
@@ -304,8 +310,8 @@ def _sparsify(args: argparse.Namespace) -> int:
     if not args.no_report:
         from tl_geom.app.sparsify_report import write_sparsify_report
 
-        write_sparsify_report(res.table, summary, res.run, out / "report.html")
-        written.append("report.html")
+        write_sparsify_report(res.table, summary, res.run, out / "sparsify_report.html")
+        written.append("sparsify_report.html")
     best = summary.groupby("ablation").first()
     wins = "; ".join(f"{a}: {r['rule']} ({r['delta_loss']:+.3f})" for a, r in best.iterrows())
     print(
@@ -314,6 +320,19 @@ def _sparsify(args: argparse.Namespace) -> int:
         f"Wrote {', '.join(written)} to {out.resolve()}"
     )
     return 0
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves behind, and how to continue."""
+    if args.command != "analyze":
+        return "tl-geom: interrupted"
+    from pathlib import Path
+
+    done = len(list((Path(args.out) / "windows").glob("w*.pt")))
+    return (
+        f"tl-geom: interrupted; {done} finished windows are kept in {args.out}; "
+        "run the same command with --resume to continue"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -333,6 +352,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TlGeomError as exc:
         print(f"tl-geom: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a filesystem failure not caught nearer (full disk, read-only)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"tl-geom: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(_interrupted(args), file=sys.stderr)
+        return 130
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -78,10 +78,10 @@ def page(title: str, body: str, *, css: str = "", viewport: bool = False) -> str
     )
 
 
-def page_path(path: Path) -> Path:
-    """``path``, or ``report.html`` inside it if it is a directory."""
+def page_path(path: Path, name: str = "report.html") -> Path:
+    """``path``, or ``name`` inside it if it is a directory."""
     path = Path(path)
-    return path / "report.html" if path.is_dir() else path
+    return path / name if path.is_dir() else path
 
 
 def write_page(path: Path, text: str) -> Path:

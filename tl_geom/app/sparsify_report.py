@@ -61,7 +61,8 @@ def write_sparsify_report(
         table: ``sparsify.csv`` (rule, fraction, seed, loss, delta_loss, ablation, heads).
         summary: mean delta_loss per ablation and rule (``Sparsification.summary()``).
         run: provenance (``sparsify.json``).
-        path: the file (``report.html`` inside it if it is a directory).
+        path: the file (``sparsify_report.html`` inside it if it is a directory, so it
+            never replaces an analysis' ``report.html``).
 
     Raises:
         TlGeomError: matplotlib is not installed.
@@ -69,7 +70,7 @@ def write_sparsify_report(
     require_matplotlib("the HTML report")
     from tl_geom.app.plotting import plot_style
 
-    path = page_path(path)
+    path = page_path(path, "sparsify_report.html")
     with plot_style(), np.errstate(all="ignore"):
         svg = sparsify_svg(table)
     ranking = [(r["ablation"], r["rule"], r["delta_loss"]) for _, r in summary.iterrows()]

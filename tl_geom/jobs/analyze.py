@@ -25,9 +25,10 @@ from tl_geom.geometry.taxonomy import TaxonomyConfig
 from tl_geom.jobs.aggregate import aggregate
 from tl_geom.jobs.config import AnalyzeConfig
 from tl_geom.jobs.distributed import join
+from tl_geom.jobs.outdir import OutLock, check_out
 from tl_geom.jobs.results import Analysis
-from tl_geom.jobs.resume import run_windows
-from tl_geom.jobs.run_facts import RunFacts, open_run
+from tl_geom.jobs.resume import WindowRun, run_windows
+from tl_geom.jobs.run_facts import RunFacts, model_identity, open_run
 from tl_geom.jobs.window import WindowSpec
 from tl_geom.lens.data import corpus_hash, load_corpus, token_windows
 
@@ -119,14 +120,21 @@ def run_analysis(
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    strict: bool = False,
 ) -> Analysis:
     """:func:`analyze` of a validated config over the text ``body`` (what the CLI calls).
 
-    ``model``: a model object to use instead of loading ``config.model``.
+    ``model``: a model object to use instead of loading ``config.model``. ``strict``:
+    refuse a bad window file in ``out`` instead of moving it aside and recomputing it.
+    Nothing is written to ``out`` before the device, model, context and corpus passed
+    their checks; ``out`` is locked for the run (:class:`~tl_geom.jobs.outdir.OutLock`).
     """
     t_start = time.perf_counter()
+    if out is not None:
+        check_out(Path(out), "analyze")  # fail fast, before the model loads; writes nothing
+    given = model
     model, facts = open_run(
-        config.model if model is None else model,
+        config.model if given is None else given,
         backend=config.backend,
         device=config.device,
         dtype=config.dtype,
@@ -147,45 +155,73 @@ def run_analysis(
         layers=facts.layers,
     )
     fingerprint = {**config.fingerprint(), "model": facts.model, "corpus_sha256": corpus_hash(body)}
+    source = config.model if given is None else given
+    fingerprint["model_identity"] = model_identity(model, facts.model, source)
     out_path = Path(out) if out is not None else None
     ranks = join(torch.device(facts.device))
+    lock = OutLock(out_path if ranks.rank == 0 else None)
     try:
-        results, window_times, todo = run_windows(
-            model, tokens, spec, out_path, fingerprint,
-            resume=resume, ranks=ranks, progress=progress and ranks.rank == 0,
+        run = run_windows(
+            model, tokens, spec, out_path, fingerprint, resume=resume, ranks=ranks,
+            progress=progress and ranks.rank == 0, backend=facts.backend, strict=strict,
+            lock=lock,
         )  # fmt: skip
+        ranks.leave()
+        times = (t_start, t_loaded)
+        analysis = _tables(config, model, tokens, spec, facts, run, fingerprint, ranks, times)
+        if out_path is not None and ranks.rank == 0:
+            analysis.save(out_path)
     finally:
         ranks.leave()
+        lock.release()
+    return analysis
+
+
+def _tables(
+    config: AnalyzeConfig,
+    model: Any,
+    tokens: torch.Tensor,
+    spec: WindowSpec,
+    facts: RunFacts,
+    run: WindowRun,
+    fingerprint: dict[str, Any],
+    ranks: Any,
+    times: tuple[float, float],
+) -> Analysis:
+    """Aggregate the windows into the tables and the ``run.json`` record."""
     t_windows = time.perf_counter()
     tables = aggregate(
-        [results[w] for w in range(config.windows)],
+        [run.results[w] for w in range(config.windows)],
         spec,
         d_head=facts.dims.d_head,
         samples=config.envelope_samples,
         view_tokens=[str(model.tokenizer.decode([int(i)])) for i in tokens[0].tolist()],
         taxonomy=config.taxonomy,
     )
+    t_start, t_loaded = times
     timings = {
         "load": t_loaded - t_start,
-        "windows_run": len(todo),
-        "windows_resumed": config.windows - len(todo),
-        "per_window_mean": float(np.mean(window_times)) if window_times else None,
+        "windows_run": len(run.todo),
+        "windows_resumed": config.windows - len(run.todo),
+        "per_window_mean": float(np.mean(run.times)) if run.times else None,
         "windows_total": t_windows - t_loaded,
         "aggregate": time.perf_counter() - t_windows,
         "total": time.perf_counter() - t_start,
     }
-    run = _run_record(fingerprint, facts, timings, tables.summary, ranks.world, ranks.rank)
-    analysis = Analysis(
+    backends = [run.backends.get(w, facts.backend) for w in range(config.windows)]
+    record = _run_record(fingerprint, facts, timings, tables.summary, ranks.world, ranks.rank)
+    ran = "+".join(sorted(set(backends)))  # what the windows ran with ("hooks+sdpa": mixed)
+    record["backend"] = record["facts"]["backend"] = ran
+    record["facts"]["window_backends"] = backends
+    record["rejected_windows"] = run.rejected
+    return Analysis(
         metrics=tables.metrics,
         heads=tables.heads,
         envelope=tables.envelope,
         profiles=tables.profiles,
         view=tables.view,
-        run=run,
+        run=record,
     )
-    if out_path is not None and ranks.rank == 0:
-        analysis.save(out_path)
-    return analysis
 
 
 def _run_record(
@@ -198,7 +234,7 @@ def _run_record(
 ) -> dict[str, Any]:
     """``run.json``: the arguments, the run's facts, versions, timings, table summaries."""
     run = {
-        "config": fingerprint,
+        "config": {**fingerprint, "layers": list(facts.layers)},  # the layers that ran
         "model_dims": asdict(facts.dims),
         "causal": facts.causal,
         "backend": facts.backend,

@@ -91,7 +91,7 @@ class AnalyzeConfig:
         queries: ``"last"`` (final query row) or ``"all"`` (every row, averaged).
         draws: random subsets per row for the baseline (0: none, NaN columns).
         seed: seed of the random baseline and of the envelope simulation.
-        layers: layers to analyse (None: all).
+        layers: layers to analyse (None or empty: all; run.json records those that ran).
         start: first body token of window 0 in the corpus.
         envelope_samples: samples of the envelope simulation.
         dtype: the model's dtype (``float32``, ``bfloat16``, ``float16``, ``float64``);
@@ -120,8 +120,14 @@ class AnalyzeConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n", _ints(self.n) or None)
-        object.__setattr__(self, "layers", _ints(self.layers))
+        object.__setattr__(self, "layers", _ints(self.layers) or None)  # "": all layers
         _check_source(self.windows, self.ctx)
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**63
+        ):
+            raise TlGeomError(f"seed={self.seed!r}; use an integer in 0..2**63-1")
         if self.queries not in ("last", "all"):
             raise TlGeomError(f"queries must be 'last' or 'all', got {self.queries!r}")
         if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 0:

@@ -23,7 +23,11 @@ in ``--out`` are its parts:
   ``taxonomy``: the rule thresholds, type counts and the k-means agreement.
 """
 
+import contextlib
+import io
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Analysis", "AttentionView", "atomic_write_bytes", "atomic_write_text"]
+from tl_geom.errors import TlGeomError
+
+__all__ = ["Analysis", "AttentionView", "atomic_write_bytes", "atomic_write_text", "make_dir"]
 
 
 @dataclass(frozen=True)
@@ -75,14 +81,13 @@ class Analysis:
 
     def save(self, out: Path) -> None:
         """Write every part into ``out``, each file atomically."""
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
         atomic_write_text(out / "metrics.csv", self.metrics.to_csv(index=False))
         atomic_write_text(out / "heads.csv", self.heads.to_csv(index=False))
         atomic_write_text(out / "envelope.csv", self.envelope.to_csv(index=False))
-        tmp = out / ".profiles.npy.tmp"
-        with tmp.open("wb") as fh:
-            np.save(fh, self.profiles)
-        tmp.replace(out / "profiles.npy")
+        buf = io.BytesIO()
+        np.save(buf, self.profiles)
+        atomic_write_bytes(out / "profiles.npy", buf.getvalue())
         if self.view is not None:
             atomic_write_text(out / "view.json", self.view.to_json())
         atomic_write_text(out / "run.json", json.dumps(self.run, indent=2, default=str))
@@ -101,11 +106,62 @@ class Analysis:
         )
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()
+"""Permissions of a written file: what ``open(path, "w")`` would give (mkstemp gives 0600)."""
+
+
+def make_dir(path: Path) -> None:
+    """``mkdir -p path``; an OSError (a file in the way, read-only) as one TlGeomError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TlGeomError(f"cannot create the directory {path}: {exc.strerror or exc}") from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (skipped where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, whole.
+
+    The bytes go to a temporary file with a unique name beside ``path`` (so concurrent
+    writers never share one), are fsync'ed, renamed into place with ``os.replace``, and
+    the directory is fsync'ed. On any failure (a full disk, a read-only filesystem,
+    Ctrl-C) the temporary file is removed and ``path`` is untouched.
+
+    Raises:
+        TlGeomError: the write failed (naming ``path`` and the reason).
+    """
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _MODE)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise TlGeomError(f"could not write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -5,6 +5,7 @@ here, where the model is opened, and passed down; nothing below re-derives them
 (docs/architecture.md, "One place per fact").
 """
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from tl_geom.lens.hooks import (
 from tl_geom.lens.rows import Backend, backend_of
 from tl_geom.lens.sdpa import as_fused, fused_supported, load_fused_model
 
-__all__ = ["RunFacts", "check_device", "open_model", "open_run"]
+__all__ = ["RunFacts", "check_device", "model_identity", "open_model", "open_run"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def check_device(device: str | None) -> str | None:
     """``device`` checked before anything loads; under torchrun, ``cuda`` is the local GPU.
 
     Raises:
-        TlGeomError: an unknown device string, or CUDA asked for where torch sees none.
+        TlGeomError: an unknown device string, ``meta`` (no data to run), or CUDA asked
+            for where torch sees none.
     """
     if device is None:
         return None
@@ -76,6 +78,10 @@ def check_device(device: str | None) -> str | None:
         kind = torch.device(device).type
     except RuntimeError:
         raise TlGeomError(f"device={device!r} is not a torch device (cpu, cuda, cuda:1)") from None
+    if kind == "meta":
+        raise TlGeomError(
+            f"device={device!r} holds no data (shapes only); use cpu or cuda to run a model"
+        )
     if kind == "cuda" and not torch.cuda.is_available():
         raise TlGeomError(f"device={device!r} asked for, but torch sees no CUDA GPU here")
     if device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -102,13 +108,51 @@ def open_model(
     device = check_device(device)
     if not isinstance(model, str):
         return as_fused(model) if backend == "sdpa" else model
-    from tl_geom.lens.models import load_model, resolve_model
+    from tl_geom.lens.models import load_model, loading_errors, resolve_model
 
     path = resolve_model(model)
     torch_dtype = getattr(torch, dtype)
-    if backend == "sdpa" or (backend == "auto" and fused_supported(path)):
-        return load_fused_model(path, device=device, dtype=torch_dtype)
-    return load_model(path, device=device, dtype=torch_dtype)
+    with loading_errors(path):
+        if backend == "sdpa" or (backend == "auto" and fused_supported(path)):
+            return load_fused_model(path, device=device, dtype=torch_dtype)
+        return load_model(path, device=device, dtype=torch_dtype)
+
+
+def model_identity(model: Any, name: str, source: Any) -> dict[str, Any]:
+    """The model as a window's fingerprint knows it (the same for both backends).
+
+    Loaded by name (``source`` a string): the resolved directory and, per weight file
+    (``*.safetensors``, ``*.bin``, ``*.pt``, ``*.gguf``), its size and modification
+    time, so a re-converted or edited checkpoint differs [ours: cheaper than hashing
+    the bytes]. A model object: ``weights``, blake2b over every parameter's shape, dtype
+    and bytes in the model's order (a fine-tuned copy differs whatever its name), and
+    ``hooks``, the non-permanent TransformerLens hooks present when the run starts, by
+    hook point (``ablate_heads`` and friends: an ablated model differs from the clean
+    one) [ours: a hook's function cannot be hashed, its presence is recorded].
+    """
+    if isinstance(source, str):
+        from tl_geom.lens.models import resolve_model
+
+        path = resolve_model(source).resolve()
+        files = {
+            f.name: [f.stat().st_size, f.stat().st_mtime_ns]
+            for f in sorted(path.iterdir())
+            if f.suffix in (".safetensors", ".bin", ".pt", ".gguf")
+        }
+        return {"name": name, "path": str(path), "files": files}
+    digest = hashlib.blake2b(digest_size=32)
+    for param in model.parameters():
+        data = param.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{tuple(param.shape)}{param.dtype}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    hooks: dict[str, int] = {}
+    modules = getattr(model, "named_modules", None)
+    for mod_name, module in modules() if modules is not None else []:
+        for attr in ("fwd_hooks", "bwd_hooks"):
+            live = [h for h in getattr(module, attr, None) or [] if not h.is_permanent]
+            if live:
+                hooks[f"{mod_name}.{attr}"] = len(live)
+    return {"name": name, "weights": digest.hexdigest(), "hooks": hooks}
 
 
 def open_run(

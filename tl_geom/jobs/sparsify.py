@@ -44,7 +44,8 @@ from tl_geom.geometry.taxonomy import (
     classify_heads,
 )
 from tl_geom.jobs.config import FRACTIONS, RULES, SparsifyConfig
-from tl_geom.jobs.run_facts import open_run
+from tl_geom.jobs.outdir import OutLock, check_out
+from tl_geom.jobs.run_facts import RunFacts, open_run
 from tl_geom.jobs.window import C_LAST, C_SINK, MASS_KEYS, WindowSpec, run_window
 from tl_geom.lens.data import load_corpus, token_windows
 from tl_geom.lens.hooks import hook_name, is_causal, model_device, model_dims
@@ -199,9 +200,9 @@ class Sparsification:
         """Write ``sparsify.csv``, ``sparsify_heads.csv`` and ``sparsify.json`` into ``out``."""
         import json
 
-        from tl_geom.jobs.results import atomic_write_text
+        from tl_geom.jobs.results import atomic_write_text, make_dir
 
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
         atomic_write_text(out / "sparsify.csv", self.table.to_csv(index=False))
         atomic_write_text(out / "sparsify_heads.csv", self.scores.to_csv(index=False))
         atomic_write_text(out / "sparsify.json", json.dumps(self.run, indent=2, default=str))
@@ -276,7 +277,12 @@ def run_sparsify(
     out: str | Path | None = None,
     progress: bool = True,
 ) -> Sparsification:
-    """:func:`sparsify` of a validated config over the text ``body`` (what the CLI calls)."""
+    """:func:`sparsify` of a validated config over the text ``body`` (what the CLI calls).
+
+    ``out`` is checked (:func:`~tl_geom.jobs.outdir.check_out`: absent, empty or a
+    sparsify run) once the model and windows passed their checks, and locked while the
+    sweep runs and its files are written.
+    """
     t0 = time.perf_counter()
     model, facts = open_run(
         config.model if model is None else model,
@@ -290,6 +296,28 @@ def run_sparsify(
     tokens = token_windows(
         model.tokenizer, body, ctx=config.ctx, windows=config.windows + config.heldout
     )
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        check_out(out_path, "sparsify")  # before any work: never the user's own files
+    with OutLock(out_path):
+        result = _sweep(model, tokens, facts, config, (t0, progress))
+        if out_path is not None:
+            result.save(out_path)
+    return result
+
+
+def _sweep(
+    model: Any,
+    tokens: Tensor,
+    facts: RunFacts,
+    config: SparsifyConfig,
+    started: tuple[float, bool],
+) -> "Sparsification":
+    """Score the heads on the scoring windows, then the ablation sweep on the held-out ones.
+
+    ``started``: the run's start time and whether to show progress bars.
+    """
+    t0, progress = started
     held = tokens[config.windows :]
     scores = score_heads(model, tokens[: config.windows], n=facts.n_grid, taxonomy=config.taxonomy)
     t_scored = time.perf_counter()
@@ -312,10 +340,7 @@ def run_sparsify(
             "ablations": time.perf_counter() - t_scored,
         },
     }
-    result = Sparsification(table, scores.table, run)
-    if out is not None:
-        result.save(Path(out))
-    return result
+    return Sparsification(table, scores.table, run)
 
 
 def _ablation_table(

@@ -13,6 +13,7 @@ import einops
 import torch
 from torch import Tensor
 
+from tl_geom._checks import row_sum_atol
 from tl_geom.geometry.all_queries import separability_all_queries_streamed
 from tl_geom.geometry.baseline import random_separability
 from tl_geom.geometry.diagnostics import (
@@ -107,7 +108,9 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     lengths would mix N regimes.
     """
     length = v_kv.shape[1]
-    alpha = rows([length - 1])[:, 0].double()  # [H, L], the final query
+    raw = rows([length - 1])[:, 0]  # [H, L], the final query
+    atol = row_sum_atol(raw.dtype)  # bf16/fp16 rows: the tolerance of their format
+    alpha = raw.double()
     n_heads = alpha.shape[0]
     groups = n_heads // v_kv.shape[2]
     # float64 and contiguous once: every metric below reads these values.
@@ -116,20 +119,24 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     out: dict[str, Tensor] = {}
     s_n = None
     if spec.queries == "last":
-        top = separability(alpha, values, spec.n)
+        top = separability(alpha, values, spec.n, atol=atol)
         s_n = top.s
         for key in TOP_KEYS:
             out[key] = getattr(top, key)
     else:
         allq = separability_all_queries_streamed(
-            lambda start, stop: rows(range(start, stop)), values, spec.n, causal=spec.causal
+            lambda start, stop: rows(range(start, stop)),
+            values,
+            spec.n,
+            causal=spec.causal,
+            atol=atol,
         )
         for key in TOP_KEYS:
             out[key] = getattr(allq, key).nanmean(dim=-2)
     if not spec.draws:
         baseline = _no_baseline(alpha, spec)
     elif spec.queries == "last":
-        rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed)
+        rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed, atol=atol)
         baseline = (rnd.precision, rnd.recall, rnd.f1)
     else:
         baseline = _random_over_rows(rows, values, spec, seed)
@@ -174,14 +181,20 @@ def _random_over_rows(
     length = values.shape[-2]
     first = max(spec.n) + 1 if spec.causal else length - 1
     picked = torch.linspace(first, length - 1, steps=spec.random_rows).round().long().unique()
-    alphas = rows(picked.tolist()).double()  # [H, rows, L]
+    raw = rows(picked.tolist())  # [H, rows, L]
+    atol, alphas = row_sum_atol(raw.dtype), raw.double()
     # A causal row p sees keys 0..p; truncate each row to its visible keys, one row at a
     # time (at most random_rows rows: a short loop outside the per-head math).
     per_row = []
     for i, p in enumerate(picked.tolist()):
         keys = p + 1 if spec.causal else length
         rnd = random_separability(
-            alphas[:, i, :keys], values[:, :keys], spec.n, draws=spec.draws, seed=seed
+            alphas[:, i, :keys],
+            values[:, :keys],
+            spec.n,
+            draws=spec.draws,
+            seed=seed,
+            atol=atol,
         )
         per_row.append(torch.stack([rnd.precision, rnd.recall, rnd.f1]))
     precision, recall, f1 = torch.stack(per_row).mean(0)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from tl_geom._checks import check_finite
 from tl_geom.errors import TlGeomError
 from tl_geom.lens.hooks import (
     check_hook_points,
@@ -326,6 +327,7 @@ def ablate_heads(
                 f"means must have shape {want} and go with mode='mean', got "
                 f"{tuple(means.shape)} with mode={mode!r}"
             )
+        check_finite("means", means)  # a NaN mean would turn every logit NaN silently
     pairs = list(heads)
     if not pairs:
         raise TlGeomError("heads is empty; pass (layer, head) pairs")

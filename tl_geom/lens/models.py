@@ -35,6 +35,7 @@ __all__ = [
     "cache_dir",
     "is_encoder_config",
     "load_model",
+    "loading_errors",
     "quiet_loading",
     "resolve_model",
     "tiny_config",
@@ -169,11 +170,28 @@ def load_model(
         A ``transformer_lens.model_bridge.TransformerBridge`` with eager attention.
 
     Raises:
-        TlGeomError: an unknown name, a missing package, or a model not available offline.
+        TlGeomError: an unknown name, a missing package, a model not available offline,
+            or a directory that cannot be loaded (malformed config.json, no weights).
     """
     path = resolve_model(name_or_path)
-    with quiet_loading():
+    with quiet_loading(), loading_errors(path):
         return _load_bridge(path, device, dtype, trust_remote_code)
+
+
+@contextmanager
+def loading_errors(path: Path) -> Iterator[None]:
+    """A model directory that cannot be loaded as one TlGeomError naming it.
+
+    Malformed ``config.json``, no weights, an unknown architecture: transformers raises
+    OSError/ValueError/KeyError with a long trace; the CLI shows its first line.
+    """
+    try:
+        yield
+    except TlGeomError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise TlGeomError(f"cannot load the model in {path}: {first}") from None
 
 
 @contextmanager
