@@ -33,6 +33,7 @@ from tl_geom.interventions import (
 )
 from tl_geom.jobs.analyze import analyze
 from tl_geom.jobs.results import Analysis
+from tl_geom.lens.cache import from_cache
 from tl_geom.lens.capture import AttentionCapture, capture_attention
 from tl_geom.lens.models import load_model, tiny_model
 from tl_geom.normalization import (
@@ -78,6 +79,7 @@ __all__ = [
     "distinguishability",
     "dom_ratio_profile",
     "effective_rank_profile",
+    "from_cache",
     "gain_alignment",
     "gradient_sensitivity",
     "ks_two_sample",
