@@ -105,4 +105,16 @@ __all__ = [
     "tiny_model",
     "variance_discrepancy",
 ]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version: the one version string is pyproject's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tl-geom")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "0+unknown"
+
+
+__version__ = _version()
