@@ -8,6 +8,8 @@ needs a deep import; the code lives in one folder per paper (``geometry``,
 loading a model does.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry import (
     CosineDecay,
@@ -82,6 +84,7 @@ __all__ = [
     "from_cache",
     "gain_alignment",
     "gradient_sensitivity",
+    "inspect_head",
     "ks_two_sample",
     "load_model",
     "mask_sink",
@@ -105,6 +108,18 @@ __all__ = [
     "tiny_model",
     "variance_discrepancy",
 ]
+
+if TYPE_CHECKING:  # imported on first use (matplotlib), see __getattr__
+    from tl_geom.app.inspect_head import inspect_head
+
+
+def __getattr__(name: str) -> Any:
+    """``inspect_head`` on first use: it needs matplotlib (the viz extra), tl_geom does not."""
+    if name == "inspect_head":
+        from tl_geom.app.inspect_head import inspect_head
+
+        return inspect_head
+    raise AttributeError(f"module 'tl_geom' has no attribute {name!r}")
 
 
 def _version() -> str:
