@@ -130,7 +130,8 @@ def _heatmaps(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) -
 
     if not layers or not heads:
         return "<p>No layer/head rows to draw.</p>"
-    chosen = list(dict.fromkeys([ns[0], ns[len(ns) // 2], ns[-1]])) if ns else []
+    nz = [n for n in ns if n >= 2] or ns  # N = 1 is perfect for any subset: not shown
+    chosen = list(dict.fromkeys([nz[0], nz[len(nz) // 2], nz[-1]])) if nz else []
     m, f1 = a.metrics, column(a.metrics, "f1")
     gap = f1 - column(m, "f1_random")
     has_baseline = _has_baseline(a)

@@ -73,6 +73,42 @@ class Analysis:
     view: AttentionView | None
     run: dict[str, Any] = field(default_factory=dict[str, Any])
 
+    def __repr__(self) -> str:
+        layers = self.metrics["layer"].nunique() if "layer" in self.metrics else 0
+        heads = len(self.heads)
+        ns = sorted(int(x) for x in self.metrics["n"].unique()) if "n" in self.metrics else []
+        model = self.run.get("facts", {}).get("model", self.run.get("config", {}).get("model"))
+        windows = self.run.get("config", {}).get("windows")
+        return (
+            f"Analysis(model={model!r}, layers={layers}, heads={heads}, windows={windows}, n={ns})"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        cols = [c for c in ("precision", "recall", "f1", "f1_random") if c in self.metrics]
+        means = self.metrics.groupby("n")[cols].mean()  # pyright: ignore[reportUnknownMemberType]
+        table = str(means.to_html(float_format="{:.3g}".format))  # pyright: ignore
+        return f"<p><code>{html.escape(repr(self))}</code></p><p>Mean over heads:</p>{table}"
+
+    def plot_curves(self) -> Any:
+        """P, R, F1 vs N, a matplotlib Figure (:func:`tl_geom.app.analysis_plots.plot_curves`)."""
+        from tl_geom.app.analysis_plots import plot_curves
+
+        return plot_curves(self)
+
+    def plot_heatmap(self, column: str = "f1", n: int | None = None) -> Any:
+        """Layer x head heatmap, a Figure (:func:`tl_geom.app.analysis_plots.plot_heatmap`)."""
+        from tl_geom.app.analysis_plots import plot_heatmap
+
+        return plot_heatmap(self, column, n)
+
+    def report(self, path: str | Path) -> Path:
+        """Write ``report.html`` (:func:`tl_geom.app.report.write_report`); the path written."""
+        from tl_geom.app.analysis_plots import report
+
+        return report(self, path)
+
     def save(self, out: Path) -> None:
         """Write every part into ``out``, each file atomically."""
         out.mkdir(parents=True, exist_ok=True)
