@@ -5,13 +5,10 @@ one line on stderr and exit with code 2, without a traceback.
 """
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from tl_geom import __version__
 from tl_geom.errors import TlGeomError
@@ -273,18 +270,15 @@ def _analyze(args: argparse.Namespace) -> int:
 
         write_report(result, out / "report.html")
         written.append("report.html")
-    m = result.metrics
-    grid = sorted(set(m["n"].to_numpy().tolist()))
-    n_min = next((k for k in grid if k > 1), grid[0])  # N = 1 is always perfect
-    first = m[m["n"] == n_min]
-    t = result.run["timings_s"]
-    rnd = float(np.asarray(first["f1_random"], dtype=np.float64).mean())
+    from tl_geom.app.headline import headline
+
+    m, t = result.metrics, result.run["timings_s"]
+    lead = headline(m) or ["no random baseline in this run (--draws 0): top-N only."]
     print(
         f"{args.model}: {args.windows} windows x {args.ctx} tokens, "
         f"{m['layer'].nunique()} layers x {m['head'].nunique()} heads, N = {sorted(set(m['n']))}.\n"
-        f"At N={n_min}: mean F1 {first['f1'].mean():.3f} "
-        f"({'no random baseline' if math.isnan(rnd) else f'random subsets {rnd:.3f}'}); "
-        f"mean sink mass {result.heads['sink_mass'].mean():.3f}. "
+        + "".join(f"{line}\n" for line in lead)
+        + f"Mean sink mass {result.heads['sink_mass'].mean():.3f}. "
         f"{t['windows_run']} windows run, {t['windows_resumed']} resumed, {t['total']:.1f}s "
         f"(backend {result.run['backend']}).\n"
         f"Wrote {', '.join(written)} to {out.resolve()}"
