@@ -104,3 +104,13 @@ def test_folded_value_biases_are_refused_on_hooked_transformer() -> None:
     with torch.no_grad():
         model.blocks[0].attn.b_V.add_(0.1)  # unfolded: b_V != 0
     capture_attention(model, torch.randint(0, 97, (1, 6)))
+
+
+def test_hook_names_equal_get_act_name_on_tl3() -> None:
+    """hook_name gives TransformerLens 3.9's own get_act_name strings for every kind."""
+    from transformer_lens.utils import get_act_name
+
+    from tl_geom.lens.hooks import ATTN_KINDS, BLOCK_KINDS, MLP_KINDS, hook_name
+
+    for kind in (*ATTN_KINDS, *BLOCK_KINDS, *MLP_KINDS):
+        assert hook_name(3, kind) == get_act_name(kind, 3), kind

@@ -64,3 +64,19 @@ def test_bad_arguments_are_clear(cap: Any) -> None:
         tl_geom.inspect_head(cap, layer=1, head=0, query=5)
     with pytest.raises(TlGeomError, match="show=3"):
         tl_geom.inspect_head(cap, layer=1, head=0, n=[2, 4], show=3)
+
+
+def test_the_circuitsvis_patch_holds_on_the_installed_release() -> None:
+    """_inline_circuitsvis's three edits find what they patch in this circuitsvis release
+    (pinned below 2 in pyproject): a self-closed div, a source map, a render call."""
+    cv = pytest.importorskip("circuitsvis.tokens")
+    from tl_geom.app.attention_view import _inline_circuitsvis
+
+    raw = cv.colored_tokens(tokens=["a", "</script>"], values=[0.5, 0.5]).local_src
+    assert raw.lstrip().startswith("<div id=") and "/>" in raw.split("\n", 1)[0]
+    assert "CircuitsVis.render(" in raw or "render(" in raw
+    out = _inline_circuitsvis(raw)
+    first = out.lstrip().split(">", 1)[0] + ">"
+    assert not first.endswith("/>")  # the div is closed: it cannot swallow the page
+    assert out.count("</script>") == raw.count("</script>") - 1  # the token's is escaped
+    assert "sourceMappingURL" not in out
