@@ -50,7 +50,7 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
     expected = ["layer", "head", "n", "precision", "recall", "f1"]
     expected += ["precision_random", "recall_random", "f1_random"]
     assert list(metrics.columns[:9]) == expected
-    assert {"margin", "r_max", "r_min", "f1_std", "f1_random_gap_std", "windows"} <= set(
+    assert {"margin", "r_max", "r_min", "f1_std", "f1_gap_std_random", "windows"} <= set(
         metrics.columns
     )
     assert len(metrics) == 2 * 4 * 4  # layers x heads x N (1, 2, 4, 8 up to 24/2)

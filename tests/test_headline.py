@@ -13,7 +13,7 @@ def _metrics(windows: int) -> pd.DataFrame:
         for n in (1, 2, 4, 8):
             rows.append(
                 {"layer": 0, "head": head, "n": n, "f1": f1, "f1_random": rnd,
-                 "f1_random_gap_std": sd, "windows": windows}
+                 "f1_gap_std_random": sd, "windows": windows}
             )  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -6,7 +6,7 @@ and an interval over windows. The per-window values live in ``out/windows`` and 
 not in an :class:`~tl_geom.jobs.results.Analysis`, so the interval is not a bootstrap:
 it is ``gap +- 1.96 SE`` with the conservative ``SE = mean_heads(sd_gap) / sqrt(W - 1)``
 [ours], ``sd_gap`` the population SD over the ``W`` windows of each head's per-window
-gap (``metrics.csv``'s ``f1_random_gap_std``): the SD of a mean of correlated heads is at most
+gap (``metrics.csv``'s ``f1_gap_std_random``): the SD of a mean of correlated heads is at most
 the mean of their SDs, so the interval is never narrower than the normal one.
 """
 
@@ -49,7 +49,7 @@ def headline(metrics: pd.DataFrame) -> list[str]:
         )
         counts = column(metrics, "windows")[sel]
         windows = int(np.nanmax(counts)) if np.isfinite(counts).any() else 1
-        sd = column(metrics, "f1_random_gap_std")[sel]
+        sd = column(metrics, "f1_gap_std_random")[sel]
         if windows > 1 and np.isfinite(sd[both]).any():
             se = float(np.nanmean(sd[both])) / math.sqrt(windows - 1)
             text += (

@@ -5,8 +5,8 @@ in ``--out`` are its parts:
 
 - ``metrics.csv``: one row per layer x head x N, means over windows with the spread:
   ``layer, head, n, precision, recall, f1, precision_random, recall_random, f1_random,
-  margin, r_max, r_min, precision_std, recall_std, f1_std, f1_random_gap_std, windows,
-  c_last, c_sink`` (``f1_random_gap_std``: the SD over windows of ``F1 - F1 random``, for
+  margin, r_max, r_min, precision_std, recall_std, f1_std, f1_gap_std_random, windows,
+  c_last, c_sink`` (``f1_gap_std_random``: the SD over windows of ``F1 - F1 random``, for
   the headline interval; the taxonomy curves ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of
   the final query).
 - ``heads.csv``: one row per head: ``layer, head, type, sink_mass, entropy, norm_cv,
