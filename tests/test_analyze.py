@@ -42,12 +42,17 @@ def _args(tiny_dir: Path, corpus_file: Path, out: Path, *extra: str) -> list[str
 def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsys: Any) -> None:
     assert main(_args(tiny_dir, corpus_file, tmp_path / "run")) == 0
     printed = capsys.readouterr().out
-    assert "mean F1" in printed and "3 windows run" in printed
+    assert "3 windows run" in printed
+    # the headline leads with N = 2 and 4: gap, share of heads ahead, interval over windows
+    assert "N = 2: top-N F1" in printed and "N = 4: top-N F1" in printed
+    assert "heads (" in printed and "95% interval over 3 windows" in printed
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     expected = ["layer", "head", "n", "precision", "recall", "f1"]
     expected += ["precision_random", "recall_random", "f1_random"]
     assert list(metrics.columns[:9]) == expected
-    assert {"margin", "r_max", "r_min", "f1_std", "windows"} <= set(metrics.columns)
+    assert {"margin", "r_max", "r_min", "f1_std", "f1_gap_std_random", "windows"} <= set(
+        metrics.columns
+    )
     assert len(metrics) == 2 * 4 * 4  # layers x heads x N (1, 2, 4, 8 up to 24/2)
     assert sorted(metrics["n"].unique()) == [1, 2, 4, 8]
     assert metrics[["precision", "recall", "f1"]].stack().between(0, 1).all()

@@ -73,3 +73,44 @@ def test_hooks_removed_after_exception() -> None:
     assert count_hooks(model) == 1  # only the user's own hook is left
     model.reset_hooks()
     assert count_hooks(model) == 0
+
+
+def test_analyze_on_hooked_transformer() -> None:
+    """The whole job, not only capture_attention, runs on a HookedTransformer."""
+    import numpy as np
+
+    from tl_geom import analyze, separability
+
+    model = hooked(**CONFIGS["gqa-rotary-rms"])
+    tokens = torch.randint(0, 97, (2, 12))
+    res = analyze(model, tokens=tokens, n=[2, 4], draws=2, progress=False)
+    cap = capture_attention(model, tokens)
+    direct = separability(cap.pattern[:, :, :, 0].double(), cap.values, [2, 4]).f1.mean(0)
+    got = res.metrics.sort_values(["layer", "head", "n"])["f1"].to_numpy()
+    np.testing.assert_allclose(got, direct.flatten().numpy(), rtol=0, atol=1e-12)
+    assert count_hooks(model) == 0
+
+
+def test_folded_value_biases_are_refused_on_hooked_transformer() -> None:
+    """from_pretrained folds b_V into b_O by default: b_V = 0 and b_O != 0 is refused."""
+    from tl_geom import TlGeomError
+
+    model = hooked(**CONFIGS["mha-learned-ln"])
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.b_O.add_(0.25)
+    with pytest.raises(TlGeomError, match="fold_value_biases=False"):
+        capture_attention(model, torch.randint(0, 97, (1, 6)))
+    with torch.no_grad():
+        model.blocks[0].attn.b_V.add_(0.1)  # unfolded: b_V != 0
+    capture_attention(model, torch.randint(0, 97, (1, 6)))
+
+
+def test_hook_names_equal_get_act_name_on_tl3() -> None:
+    """hook_name gives TransformerLens 3.9's own get_act_name strings for every kind."""
+    from transformer_lens.utils import get_act_name
+
+    from tl_geom.lens.hooks import ATTN_KINDS, BLOCK_KINDS, MLP_KINDS, hook_name
+
+    for kind in (*ATTN_KINDS, *BLOCK_KINDS, *MLP_KINDS):
+        assert hook_name(3, kind) == get_act_name(kind, 3), kind

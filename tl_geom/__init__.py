@@ -8,6 +8,8 @@ needs a deep import; the code lives in one folder per paper (``geometry``,
 loading a model does.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry import (
     CosineDecay,
@@ -33,6 +35,7 @@ from tl_geom.interventions import (
 )
 from tl_geom.jobs.analyze import analyze
 from tl_geom.jobs.results import Analysis
+from tl_geom.lens.cache import from_cache
 from tl_geom.lens.capture import AttentionCapture, capture_attention
 from tl_geom.lens.models import load_model, tiny_model
 from tl_geom.normalization import (
@@ -78,8 +81,10 @@ __all__ = [
     "distinguishability",
     "dom_ratio_profile",
     "effective_rank_profile",
+    "from_cache",
     "gain_alignment",
     "gradient_sensitivity",
+    "inspect_head",
     "ks_two_sample",
     "load_model",
     "mask_sink",
@@ -103,4 +108,28 @@ __all__ = [
     "tiny_model",
     "variance_discrepancy",
 ]
-__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # imported on first use (matplotlib), see __getattr__
+    from tl_geom.app.inspect_head import inspect_head
+
+
+def __getattr__(name: str) -> Any:
+    """``inspect_head`` on first use: it needs matplotlib (the viz extra), tl_geom does not."""
+    if name == "inspect_head":
+        from tl_geom.app.inspect_head import inspect_head
+
+        return inspect_head
+    raise AttributeError(f"module 'tl_geom' has no attribute {name!r}")
+
+
+def _version() -> str:
+    """The installed distribution's version: the one version string is pyproject's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tl-geom")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "0+unknown"
+
+
+__version__ = _version()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["attention_view_html"]
+__all__ = ["attention_view_html", "colored_tokens_html"]
 
 
 def attention_view_html(pattern: np.ndarray, tokens: Sequence[str], names: Sequence[str]) -> str:
@@ -27,6 +27,20 @@ def attention_view_html(pattern: np.ndarray, tokens: Sequence[str], names: Seque
         attention=pattern, tokens=list(tokens), attention_head_names=list(names)
     )
     return _inline_circuitsvis(rendered.local_src)
+
+
+def colored_tokens_html(tokens: Sequence[str], values: Sequence[float]) -> str:
+    """The circuitsvis ``colored_tokens`` view of one row of weights, inline (offline).
+
+    A plain escaped list of the tokens where circuitsvis is not installed.
+    """
+    try:
+        from circuitsvis.tokens import colored_tokens
+    except ImportError:
+        import html
+
+        return "<p>" + " ".join(html.escape(t) for t in tokens) + "</p>"
+    return _inline_circuitsvis(colored_tokens(tokens=list(tokens), values=list(values)).local_src)
 
 
 def _inline_circuitsvis(src: str) -> str:

@@ -5,14 +5,12 @@ one line on stderr and exit with code 2, without a traceback.
 """
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from tl_geom import __version__
 from tl_geom.errors import TlGeomError
 from tl_geom.jobs.config import BACKENDS, DTYPES, AnalyzeConfig, SparsifyConfig
 
@@ -46,30 +44,34 @@ def _source_args(p: argparse.ArgumentParser, windows: int, ctx: int, what: str) 
     """``--model --corpus --windows --ctx``, shared by the subcommands that cut windows."""
     p.add_argument("--model", default=AnalyzeConfig.model, help="shipped name, local dir or hub id")
     p.add_argument("--corpus", default=AnalyzeConfig.corpus, help="shipped corpus or a UTF-8 file")
-    p.add_argument("--windows", type=int, default=windows, help=f"{what} (default {windows})")
-    p.add_argument("--ctx", type=int, default=ctx, help=f"tokens per window L (default {ctx})")
+    p.add_argument("--windows", type=int, default=windows, help=what)
+    p.add_argument("--ctx", type=int, default=ctx, help="tokens per window L")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tl-geom", description="Geometry of attention heads, from the command line."
+        prog="tl-geom",
+        description="Geometry of attention heads, from the command line.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # `--window 3` is an error, not --windows
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser(
         "analyze",
         help="per-head geometry over corpus windows: metrics.csv, heads.csv, report.html",
     )
     _source_args(a, AnalyzeConfig.windows, AnalyzeConfig.ctx, "number of windows")
-    a.add_argument("--n", type=_int_list, default=None, help="N grid (default 1,2,4,...,L/2)")
+    a.add_argument("--n", type=_int_list, default=None, help="N grid; None: 1,2,4,...,L/2")
     a.add_argument("--queries", choices=["last", "all"], default=AnalyzeConfig.queries)
     a.add_argument(
         "--draws",
         type=int,
         default=AnalyzeConfig.draws,
-        help=f"random subsets per row (default {AnalyzeConfig.draws}; 0: no random baseline)",
+        help="random subsets per row (0: no random baseline)",
     )
     a.add_argument("--seed", type=int, default=AnalyzeConfig.seed, help="seed of the baseline")
-    a.add_argument("--layers", type=_int_list, default=None, help="layers (default all)")
+    a.add_argument("--layers", type=_int_list, default=None, help="layers; None: all")
     a.add_argument("--out", default="tl_geom_out", help="output directory")
     a.add_argument("--resume", action="store_true", help="continue a run in --out")
     a.add_argument(
@@ -82,10 +84,10 @@ def _parser() -> argparse.ArgumentParser:
         "--backend",
         choices=BACKENDS,
         default=AnalyzeConfig.backend,
-        help="auto (default): sdpa where the model allows it; hooks: TransformerLens hook "
+        help="auto: sdpa where the model allows it; hooks: TransformerLens hook "
         "points (eager attention); sdpa: fused attention, only the needed rows recomputed",
     )
-    a.add_argument("--device", default=None, help="cpu (default) or cuda")
+    a.add_argument("--device", default=None, help="cpu or cuda; None: cpu")
     a.add_argument(
         "--dtype",
         choices=DTYPES,
@@ -106,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         default=SparsifyConfig.fractions,
         help="fractions of heads removed, e.g. 0,0.1,0.5",
     )
-    p.add_argument("--ablation", default="zero,mean", help="zero and/or mean (default zero,mean)")
+    p.add_argument("--ablation", default="zero,mean", help="zero and/or mean")
     p.add_argument("--taxonomy", default=None, help=TAXONOMY_HELP)
     p.add_argument("--out", default="tl_geom_sparsify", help="output directory")
     p.add_argument("--no-report", action="store_true", help="skip sparsify_report.html")
@@ -121,16 +123,16 @@ def _parser() -> argparse.ArgumentParser:
         help="train a baseline and a HeadNorm tiny model on a corpus; compare sinks, rank, loss",
     )
     h.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
-    h.add_argument("--steps", type=int, default=300, help="training steps per arm (default 300)")
-    h.add_argument("--batch", type=int, default=32, help="windows per step (default 32)")
-    h.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (default 3e-3)")
-    h.add_argument("--seed", type=int, default=0, help="seed of init and batches (default 0)")
-    h.add_argument("--layers", type=int, default=4, help="layers (default 4)")
-    h.add_argument("--heads", type=int, default=4, help="heads per layer (default 4)")
-    h.add_argument("--d-head", type=int, default=16, help="head dimension (default 16)")
-    h.add_argument("--n-ctx", type=int, default=64, help="tokens per window (default 64)")
-    h.add_argument("--val-windows", type=int, default=32, help="held-out windows (default 32)")
-    h.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 = torch's)")
+    h.add_argument("--steps", type=int, default=300, help="training steps per arm")
+    h.add_argument("--batch", type=int, default=32, help="windows per step")
+    h.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
+    h.add_argument("--seed", type=int, default=0, help="seed of init and batches")
+    h.add_argument("--layers", type=int, default=4, help="layers")
+    h.add_argument("--heads", type=int, default=4, help="heads per layer")
+    h.add_argument("--d-head", type=int, default=16, help="head dimension")
+    h.add_argument("--n-ctx", type=int, default=64, help="tokens per window")
+    h.add_argument("--val-windows", type=int, default=32, help="held-out windows")
+    h.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's)")
     h.add_argument("--out", default=None, help="directory for headnorm_*.csv (optional)")
     r = sub.add_parser(
         "reproduce",
@@ -140,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--models",
         default="smollm2-135m,minilm-l6",
-        help="comma-separated model names or paths (default smollm2-135m,minilm-l6)",
+        help="comma-separated model names or paths",
     )
     r.add_argument("--corpus", default="war_and_peace", help="shipped corpus or a UTF-8 file")
     r.add_argument("--no-headnorm", action="store_true", help="skip the TinyLM HeadNorm study")
@@ -148,9 +150,12 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         default=None,
         help="comma-separated experiments: geometry, normalization, sparsify, sink_origins, "
-        "interventions, headnorm (default all)",
+        "interventions, headnorm; None: all",
     )
     r.add_argument("--out", default="tl_geom_reproduce", help="output directory")
+    for subparser in sub.choices.values():  # every subcommand: same conventions
+        subparser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+        subparser.allow_abbrev = False
     return parser
 
 
@@ -271,18 +276,15 @@ def _analyze(args: argparse.Namespace) -> int:
 
         write_report(result, out / "report.html")
         written.append("report.html")
-    m = result.metrics
-    grid = sorted(set(m["n"].to_numpy().tolist()))
-    n_min = next((k for k in grid if k > 1), grid[0])  # N = 1 is always perfect
-    first = m[m["n"] == n_min]
-    t = result.run["timings_s"]
-    rnd = float(np.asarray(first["f1_random"], dtype=np.float64).mean())
+    from tl_geom.app.headline import headline
+
+    m, t = result.metrics, result.run["timings_s"]
+    lead = headline(m) or ["no random baseline in this run (--draws 0): top-N only."]
     print(
         f"{args.model}: {args.windows} windows x {args.ctx} tokens, "
         f"{m['layer'].nunique()} layers x {m['head'].nunique()} heads, N = {sorted(set(m['n']))}.\n"
-        f"At N={n_min}: mean F1 {first['f1'].mean():.3f} "
-        f"({'no random baseline' if math.isnan(rnd) else f'random subsets {rnd:.3f}'}); "
-        f"mean sink mass {result.heads['sink_mass'].mean():.3f}. "
+        + "".join(f"{line}\n" for line in lead)
+        + f"Mean sink mass {result.heads['sink_mass'].mean():.3f}. "
         f"{t['windows_run']} windows run, {t['windows_resumed']} resumed, {t['total']:.1f}s "
         f"(backend {result.run['backend']}).\n"
         f"Wrote {', '.join(written)} to {out.resolve()}"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tl_geom.app.columns import column, grid, ints, lookup, nanmean
+from tl_geom.app.headline import headline
 from tl_geom.app.html import esc, fmt, page, page_path, require_matplotlib, table, write_page
 from tl_geom.app.report_checks import diagnostics_section, profile_section
 from tl_geom.geometry.taxonomy import HEAD_TYPES
@@ -70,17 +71,7 @@ def _summary(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) ->
     has_baseline = _has_baseline(a)
     if not has_baseline:
         text.append("No random baseline in this run (draws = 0): top-N only.")
-    for n in dict.fromkeys([ns[0], ns[-1]] if ns and has_baseline else []):
-        sel = column(a.metrics, "n") == n
-        f1 = column(a.metrics, "f1")[sel]
-        rnd = column(a.metrics, "f1_random")[sel]
-        both = np.isfinite(f1) & np.isfinite(rnd)
-        better = int(np.sum(f1[both] > rnd[both]))
-        text.append(
-            f"At N = {n} the top-N keys reach a mean F1 of {fmt(nanmean(f1))} against "
-            f"{fmt(nanmean(rnd))} for random {n}-subsets (gap {fmt(nanmean(f1 - rnd), '+.3f')}"
-            f"; top-N ahead in {better} of the {int(both.sum())} heads with both values)."
-        )
+    lead = headline(a.metrics)
     sink = nanmean(column(a.heads, "sink_mass"))
     queries = lookup(run, "queries")
     who = "The final query rows" if queries in (None, "last", -1) else "The query rows analysed"
@@ -96,6 +87,9 @@ def _summary(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) ->
             f"Sink rate (sinks.md): imp(0) > 0.3 over the first 64 queries in "
             f"{int((known > 0.3).sum())} of {known.size} heads ({fmt((known > 0.3).mean())})."
         )
+    if lead:  # the headline first: the smallest non-trivial N (headline.py)
+        items = "".join(f"<li>{esc(t)}</li>" for t in lead)
+        parts.insert(0, f"<p><b>Top-N against random N-subsets</b></p><ul>{items}</ul>")
     parts.append(f"<p>{esc(' '.join(text))}</p>")
     if "type" in a.heads.columns:
         counts = a.heads["type"].fillna("missing").astype(str).value_counts()
@@ -130,7 +124,8 @@ def _heatmaps(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) -
 
     if not layers or not heads:
         return "<p>No layer/head rows to draw.</p>"
-    chosen = list(dict.fromkeys([ns[0], ns[len(ns) // 2], ns[-1]])) if ns else []
+    nz = [n for n in ns if n >= 2] or ns  # N = 1 is perfect for any subset: not shown
+    chosen = list(dict.fromkeys([nz[0], nz[len(nz) // 2], nz[-1]])) if nz else []
     m, f1 = a.metrics, column(a.metrics, "f1")
     gap = f1 - column(m, "f1_random")
     has_baseline = _has_baseline(a)

@@ -32,7 +32,9 @@ from tl_geom.errors import TlGeomError
 __all__ = [
     "PHASES",
     "PhaseFit",
+    "curves_figure",
     "curves_svg",
+    "heatmaps_figure",
     "heatmaps_svg",
     "histograms_svg",
     "layer_f1_svg",
@@ -65,6 +67,11 @@ class PhaseFit:
 
 
 def curves_svg(metrics: pd.DataFrame, envelope: pd.DataFrame) -> str:
+    """:func:`curves_figure` as inline SVG."""
+    return to_svg(curves_figure(metrics, envelope))
+
+
+def curves_figure(metrics: pd.DataFrame, envelope: pd.DataFrame) -> Figure:
     """P, R, F1 vs N averaged over heads: top-N, random subsets, and the envelope.
 
     Shaded: +-1 pooled standard deviation over windows, ``sqrt(mean_heads(std^2))``.
@@ -91,7 +98,7 @@ def curves_svg(metrics: pd.DataFrame, envelope: pd.DataFrame) -> str:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower left", frameon=False)
-    return to_svg(fig)
+    return fig
 
 
 def layer_f1_svg(metrics: pd.DataFrame, *, max_panels: int = 36) -> tuple[str, list[int]]:
@@ -139,6 +146,17 @@ def heatmaps_svg(
     *,
     shared: bool = False,
 ) -> str:
+    """:func:`heatmaps_figure` as inline SVG."""
+    return to_svg(heatmaps_figure(panels, layers, heads, shared=shared))
+
+
+def heatmaps_figure(
+    panels: Sequence[tuple[str, np.ndarray, str, str]],
+    layers: Sequence[int],
+    heads: Sequence[int],
+    *,
+    shared: bool = False,
+) -> Figure:
     """One row of layer x head heatmaps.
 
     Args:
@@ -165,7 +183,7 @@ def heatmaps_svg(
         ax.set_xlabel("head")
         label_grid(ax, layers, heads)
     axes[0].set_ylabel("layer")
-    return to_svg(fig)
+    return fig
 
 
 def profile_svg(rows: np.ndarray, fits: Sequence[PhaseFit]) -> str:

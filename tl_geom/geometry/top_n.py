@@ -23,6 +23,7 @@ The random-subset baseline is in ``baseline.py``, every query row of a pattern a
 in ``all_queries.py``; all three share :func:`selection_metrics`.
 """
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -36,6 +37,7 @@ from torch import Tensor
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
 from tl_geom._shapes import unpack_n
 from tl_geom.geometry.certify import Flagged, certified_counts, recheck, score_bound
+from tl_geom.geometry.frames import mean_table_html, tidy_frame
 
 __all__ = [
     "Separability",
@@ -44,30 +46,6 @@ __all__ = [
     "separation_counts",
     "top_n_rank",
 ]
-
-
-def tidy_frame(
-    metrics: dict[str, Tensor],
-    n: tuple[int, ...],
-    scalar_n: bool,
-    dims: Sequence[str] | None,
-) -> pd.DataFrame:
-    """One row per leading index and N: columns ``*dims, n, *metrics``."""
-    if scalar_n:
-        metrics = {k: v.unsqueeze(-1) for k, v in metrics.items()}
-    first = next(iter(metrics.values()))
-    lead = tuple(first.shape[:-1])
-    names = list(dims) if dims is not None else [f"dim{i}" for i in range(len(lead))]
-    if len(names) != len(lead):
-        raise ValueError(f"dims has {len(names)} names for {len(lead)} leading dims")
-    grid = torch.meshgrid(*[torch.arange(s) for s in lead], torch.tensor(n), indexing="ij")
-    cols: dict[str, object] = {
-        nm: g.flatten().numpy() for nm, g in zip(names, grid[:-1], strict=True)
-    }
-    cols["n"] = grid[-1].flatten().numpy()
-    for k, v in metrics.items():
-        cols[k] = v.detach().cpu().double().flatten().numpy()
-    return pd.DataFrame(cols)
 
 
 @dataclass(frozen=True)
@@ -88,6 +66,8 @@ class Separability:
         selected: the boolean selection mask ``I_N`` over keys.
         s: the representative vector ``s_N``.
         scalar_n: True when ``n`` was given as an int (no trailing N dim).
+        dims: names of the leading dims, where known (``AttentionCapture.separability``).
+        coords: ids along each leading dim (real layer / head / query ids), where known.
     """
 
     n: tuple[int, ...]
@@ -100,6 +80,18 @@ class Separability:
     selected: Tensor
     s: Tensor
     scalar_n: bool = False
+    dims: tuple[str, ...] | None = None
+    coords: tuple[tuple[int, ...], ...] | None = None
+
+    def __repr__(self) -> str:
+        lead = tuple(self.f1.shape if self.scalar_n else self.f1.shape[:-1])
+        named = dict(zip(self.dims, lead, strict=True)) if self.dims else lead
+        mean = self.f1.double().nanmean(dim=tuple(range(len(lead)))) if lead else self.f1
+        f1 = ", ".join(f"{float(x):.3g}" for x in mean.reshape(-1))
+        return f"Separability(n={list(self.n)}, lead={named}, mean f1=[{f1}])"
+
+    def _repr_html_(self) -> str:
+        return f"<p><code>{html.escape(repr(self))}</code></p>" + mean_table_html(self.to_frame())
 
     @property
     def perfect(self) -> Tensor:
@@ -110,7 +102,9 @@ class Separability:
         """Tidy table: one row per leading index and N.
 
         Args:
-            dims: names for the leading dims (default ``dim0, dim1, ...``).
+            dims: names for the leading dims (default: ``self.dims``, else
+                ``dim0, dim1, ...``); the ids are ``self.coords`` (real layer, head and
+                query ids of a capture) where known, else ``0..size-1``.
 
         Returns:
             Columns ``*dims, n, precision, recall, f1, r_max, r_min, margin``.
@@ -123,7 +117,8 @@ class Separability:
             "r_min": self.r_min,
             "margin": self.margin,
         }
-        return tidy_frame(metrics, self.n, self.scalar_n, dims)
+        names = dims if dims is not None else self.dims
+        return tidy_frame(metrics, self.n, self.scalar_n, names, self.coords)
 
 
 def top_n_rank(alpha: Float[Tensor, "*lead key"]) -> Int[Tensor, "*lead key"]:

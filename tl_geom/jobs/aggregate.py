@@ -93,6 +93,8 @@ def _metrics_table(
         metrics[key] = stack[key].double().nanmean(0).flatten().numpy()
     for key in PRF_KEYS:
         metrics[f"{key}_std"] = _nanstd(stack[key].double()).flatten().numpy()
+    gap = stack["f1"].double() - stack["f1_random"].double()  # the headline's spread
+    metrics["f1_gap_std_random"] = _nanstd(gap).flatten().numpy()
     metrics["windows"] = windows
     for key in CURVE_KEYS:
         metrics[key] = stack[key].double().nanmean(0).flatten().numpy()

@@ -12,6 +12,7 @@ simply the last position of the window and every row sees all keys; the sink mea
 refer to position 0, the ``[CLS]`` token that opens every window.
 """
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -20,7 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from jaxtyping import Int
+from torch import Tensor
 
+from tl_geom.errors import TlGeomError
 from tl_geom.geometry.taxonomy import TaxonomyConfig
 from tl_geom.jobs.aggregate import aggregate
 from tl_geom.jobs.config import AnalyzeConfig
@@ -28,11 +32,13 @@ from tl_geom.jobs.distributed import join
 from tl_geom.jobs.outdir import OutLock, check_out
 from tl_geom.jobs.results import Analysis
 from tl_geom.jobs.resume import WindowRun, run_windows
-from tl_geom.jobs.run_facts import RunFacts, model_identity, open_run
+from tl_geom.jobs.run_facts import RunFacts, model_identity, open_model, open_run
 from tl_geom.jobs.window import WindowSpec
+from tl_geom.lens.capture import token_text
 from tl_geom.lens.data import corpus_hash, load_corpus, token_windows
+from tl_geom.lens.hooks import as_tokens
 
-__all__ = ["analyze", "run_analysis"]
+__all__ = ["analyze", "prompt_windows", "run_analysis"]
 
 
 def analyze(
@@ -40,8 +46,9 @@ def analyze(
     corpus: str = "war_and_peace",
     *,
     text: str | None = None,
-    windows: int = 8,
-    ctx: int = 1024,
+    tokens: Tensor | str | None = None,
+    windows: int | None = None,
+    ctx: int | None = None,
     n: Sequence[int] | None = None,
     queries: Literal["last", "all"] = "last",
     draws: int = 16,
@@ -68,8 +75,12 @@ def analyze(
         model: a TransformerLens model, or a name for :func:`tl_geom.load_model`.
         corpus: shipped corpus name or UTF-8 file (ignored when ``text`` is given).
         text: raw text to analyse instead of a corpus.
-        windows: number of windows.
-        ctx: tokens per window.
+        tokens: your own prompt instead of a corpus: ``[batch, pos]`` (or ``[pos]``)
+            ids, or a string the model tokenizes. Without ``ctx`` each row is one
+            window, the whole prompt; with ``ctx`` each row is cut into windows of
+            ``ctx`` tokens (:func:`prompt_windows`).
+        windows: number of windows (default 8 over a corpus; every window of ``tokens``).
+        ctx: tokens per window (default 1024 over a corpus; the prompt's length).
         n: the N grid (default: powers of two up to ctx/2).
         queries: ``"last"`` or ``"all"``.
         draws: random subsets per row for the baseline (0: none, NaN columns).
@@ -92,11 +103,17 @@ def analyze(
         An :class:`~tl_geom.jobs.results.Analysis` (``metrics``, ``heads``, ``envelope``
         DataFrames, ``profiles``, ``view``, ``run``). With ``out`` it is also saved there.
     """
+    given = None if isinstance(model, str) else model
+    ids = None
+    if tokens is not None:
+        given = _open(model, backend, device, dtype)
+        ids = prompt_windows(as_tokens(given, tokens), ctx, windows)
+        windows, ctx = ids.shape[0], ids.shape[1]
     config = AnalyzeConfig(
         model=model if isinstance(model, str) else "<model object>",
-        corpus=corpus if text is None else "<text>",
-        windows=windows,
-        ctx=ctx,
+        corpus="<tokens>" if ids is not None else corpus if text is None else "<text>",
+        windows=8 if windows is None else windows,
+        ctx=1024 if ctx is None else ctx,
         n=tuple(n) if n is not None else None,
         queries=queries,
         draws=draws,
@@ -107,9 +124,44 @@ def analyze(
         device=device,
         taxonomy=taxonomy,
     )
+    if ids is not None:
+        return run_analysis(config, "", model=given, out=out, progress=progress, tokens=ids)
     body = load_corpus(corpus) if text is None else text
-    given = None if isinstance(model, str) else model
     return run_analysis(config, body, model=given, out=out, resume=resume, progress=progress)
+
+
+def _open(model: Any, backend: str, device: str | None, dtype: str) -> Any:
+    # a prompt given as text needs the tokenizer before the run; a name is loaded here
+    return (
+        open_model(model, backend, device=device, dtype=dtype) if isinstance(model, str) else model
+    )
+
+
+def prompt_windows(
+    tokens: Int[Tensor, "batch pos"], ctx: int | None, windows: int | None
+) -> Int[Tensor, "window ctx"]:
+    """The windows of a user's prompt: each row whole, or cut into ``ctx``-token windows.
+
+    Without ``ctx`` a ``[batch, pos]`` prompt is ``batch`` windows of ``pos`` tokens; with
+    ``ctx``, row after row is cut into ``pos // ctx`` non-overlapping windows (the rest
+    dropped), of which the first ``windows`` are kept (default all).
+
+    >>> prompt_windows(torch.arange(10).view(1, 10), 4, None).tolist()
+    [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+    Raises:
+        TlGeomError: ``ctx`` longer than the prompt, ``windows`` more than it holds.
+    """
+    if ctx is not None:
+        if ctx > tokens.shape[1]:
+            raise TlGeomError(f"ctx={ctx} is longer than the prompt ({tokens.shape[1]} tokens)")
+        per_row = tokens.shape[1] // ctx
+        tokens = tokens[:, : per_row * ctx].reshape(-1, ctx)
+    if windows is not None:
+        if windows > tokens.shape[0]:
+            raise TlGeomError(f"windows={windows} but the prompt holds {tokens.shape[0]}")
+        tokens = tokens[:windows]
+    return tokens
 
 
 def run_analysis(
@@ -121,13 +173,16 @@ def run_analysis(
     resume: bool = False,
     progress: bool = True,
     strict: bool = False,
+    tokens: Int[Tensor, "window ctx"] | None = None,
 ) -> Analysis:
     """:func:`analyze` of a validated config over the text ``body`` (what the CLI calls).
 
-    ``model``: a model object to use instead of loading ``config.model``. ``strict``:
-    refuse a bad window file in ``out`` instead of moving it aside and recomputing it.
-    Nothing is written to ``out`` before the device, model, context and corpus passed
-    their checks; ``out`` is locked for the run (:class:`~tl_geom.jobs.outdir.OutLock`).
+    ``model``: a model object to use instead of loading ``config.model``; ``tokens``:
+    the windows themselves (a user's prompt, :func:`prompt_windows`), ``body`` unused.
+    ``strict``: refuse a bad window file in ``out`` instead of moving it aside and
+    recomputing it. Nothing is written to ``out`` before the device, model, context and
+    corpus passed their checks; ``out`` is locked for the run
+    (:class:`~tl_geom.jobs.outdir.OutLock`).
     """
     t_start = time.perf_counter()
     if out is not None:
@@ -141,11 +196,16 @@ def run_analysis(
         layers=config.layers,
         n_grid=config.n_grid,
         ctx=config.ctx,
+        needs_tokenizer=tokens is None,
     )
     t_loaded = time.perf_counter()
-    tokens = token_windows(
-        model.tokenizer, body, ctx=config.ctx, windows=config.windows, start=config.start
-    )
+    if tokens is None:
+        tokens = token_windows(
+            model.tokenizer, body, ctx=config.ctx, windows=config.windows, start=config.start
+        )
+        source = corpus_hash(body)
+    else:
+        source = hashlib.sha256(tokens.cpu().numpy().tobytes()).hexdigest()
     spec = WindowSpec(
         n=facts.n_grid,
         queries=config.queries,
@@ -154,9 +214,9 @@ def run_analysis(
         causal=facts.causal,
         layers=facts.layers,
     )
-    fingerprint = {**config.fingerprint(), "model": facts.model, "corpus_sha256": corpus_hash(body)}
-    source = config.model if given is None else given
-    fingerprint["model_identity"] = model_identity(model, facts.model, source)
+    fingerprint = {**config.fingerprint(), "model": facts.model, "corpus_sha256": source}
+    loaded_from = config.model if given is None else given
+    fingerprint["model_identity"] = model_identity(model, facts.model, loaded_from)
     out_path = Path(out) if out is not None else None
     ranks = join(torch.device(facts.device))
     lock = OutLock(out_path if ranks.rank == 0 else None)
@@ -195,7 +255,7 @@ def _tables(
         spec,
         d_head=facts.dims.d_head,
         samples=config.envelope_samples,
-        view_tokens=[str(model.tokenizer.decode([int(i)])) for i in tokens[0].tolist()],
+        view_tokens=list(token_text(model, tokens[0]) or map(str, tokens[0].tolist())),
         taxonomy=config.taxonomy,
     )
     t_start, t_loaded = times

@@ -5,8 +5,10 @@ in ``--out`` are its parts:
 
 - ``metrics.csv``: one row per layer x head x N, means over windows with the spread:
   ``layer, head, n, precision, recall, f1, precision_random, recall_random, f1_random,
-  margin, r_max, r_min, precision_std, recall_std, f1_std, windows, c_last, c_sink``
-  (the taxonomy curves ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of the final query).
+  margin, r_max, r_min, precision_std, recall_std, f1_std, f1_gap_std_random, windows,
+  c_last, c_sink`` (``f1_gap_std_random``: the SD over windows of ``F1 - F1 random``, for
+  the headline interval; the taxonomy curves ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of
+  the final query).
 - ``heads.csv``: one row per head: ``layer, head, type, sink_mass, entropy, norm_cv,
   norm_cv_holds, sink_lambda, sink_compressed, beta, beta_r2, decay_holds, rho0,
   last_token, profile_r2, profile_holds``, then the taxonomy features ``mass_sink,
@@ -78,6 +80,42 @@ class Analysis:
     profiles: np.ndarray
     view: AttentionView | None
     run: dict[str, Any] = field(default_factory=dict[str, Any])
+
+    def __repr__(self) -> str:
+        layers = self.metrics["layer"].nunique() if "layer" in self.metrics else 0
+        heads = len(self.heads)
+        ns = sorted(int(x) for x in self.metrics["n"].unique()) if "n" in self.metrics else []
+        model = self.run.get("facts", {}).get("model", self.run.get("config", {}).get("model"))
+        windows = self.run.get("config", {}).get("windows")
+        return (
+            f"Analysis(model={model!r}, layers={layers}, heads={heads}, windows={windows}, n={ns})"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        cols = [c for c in ("precision", "recall", "f1", "f1_random") if c in self.metrics]
+        means = self.metrics.groupby("n")[cols].mean()  # pyright: ignore[reportUnknownMemberType]
+        table = str(means.to_html(float_format="{:.3g}".format))  # pyright: ignore
+        return f"<p><code>{html.escape(repr(self))}</code></p><p>Mean over heads:</p>{table}"
+
+    def plot_curves(self) -> Any:
+        """P, R, F1 vs N, a matplotlib Figure (:func:`tl_geom.app.analysis_plots.plot_curves`)."""
+        from tl_geom.app.analysis_plots import plot_curves
+
+        return plot_curves(self)
+
+    def plot_heatmap(self, column: str = "f1", n: int | None = None) -> Any:
+        """Layer x head heatmap, a Figure (:func:`tl_geom.app.analysis_plots.plot_heatmap`)."""
+        from tl_geom.app.analysis_plots import plot_heatmap
+
+        return plot_heatmap(self, column, n)
+
+    def report(self, path: str | Path) -> Path:
+        """Write ``report.html`` (:func:`tl_geom.app.report.write_report`); the path written."""
+        from tl_geom.app.analysis_plots import report
+
+        return report(self, path)
 
     def save(self, out: Path) -> None:
         """Write every part into ``out``, each file atomically."""

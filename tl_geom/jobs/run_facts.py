@@ -24,6 +24,7 @@ from tl_geom.lens.hooks import (
 )
 from tl_geom.lens.rows import Backend, backend_of
 from tl_geom.lens.sdpa import as_fused, fused_supported, load_fused_model
+from tl_geom.lens.value_bias import check_value_biases
 
 __all__ = ["RunFacts", "check_device", "model_identity", "open_model", "open_run"]
 
@@ -164,19 +165,24 @@ def open_run(
     layers: tuple[int, ...] | None,
     n_grid: tuple[int, ...],
     ctx: int,
+    needs_tokenizer: bool = True,
 ) -> tuple[Any, RunFacts]:
     """Open ``model`` (:func:`open_model`) and resolve the run's facts against it.
 
     Raises:
         TlGeomError: as :func:`open_model`; ``ctx`` beyond the model's context; a model
-            without a tokenizer (windows are cut with it).
+            without a tokenizer when ``needs_tokenizer`` (windows are cut with it); a
+            model object whose value biases were folded into ``b_O``
+            (:func:`~tl_geom.lens.value_bias.check_value_biases`).
     """
     name = model if isinstance(model, str) else model_name(model)
+    if not isinstance(model, str):
+        check_value_biases(model)
     model = open_model(model, backend, device=device, dtype=dtype)
     dims = model_dims(model)
     if dims.n_ctx and ctx > dims.n_ctx:
         raise TlGeomError(f"ctx={ctx} exceeds the model's context n_ctx={dims.n_ctx}")
-    if getattr(model, "tokenizer", None) is None:
+    if needs_tokenizer and getattr(model, "tokenizer", None) is None:
         raise TlGeomError("the model has no tokenizer; analyze needs one to cut windows")
     param = next(iter(model.parameters()))
     facts = RunFacts(

@@ -20,11 +20,27 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_geom.errors import TlGeomError
-from tl_geom.lens.hooks import as_tokens, expand_kv, model_device, model_dims, normalize_layers
+from tl_geom.geometry.top_n import Separability
+from tl_geom.lens.capture_metrics import capture_separability
+from tl_geom.lens.hooks import (
+    as_tokens,
+    expand_kv,
+    is_causal,
+    model_device,
+    model_dims,
+    normalize_layers,
+)
 from tl_geom.lens.rows import Rows, stream_rows
 from tl_geom.lens.sdpa import as_fused
+from tl_geom.lens.value_bias import check_value_biases
 
-__all__ = ["AttentionCapture", "QuerySpec", "capture_attention", "normalize_queries"]
+__all__ = [
+    "AttentionCapture",
+    "QuerySpec",
+    "capture_attention",
+    "normalize_queries",
+    "token_text",
+]
 
 QuerySpec = int | Sequence[int] | slice | None
 
@@ -38,14 +54,19 @@ class AttentionCapture:
         values: ``[batch, layer, head, key, d_head]`` value vectors, one per query head.
         layers: the model layers in the ``layer`` dim, in order.
         queries: the query positions in the ``query`` dim (non-negative), in order.
-        tokens: the ``[batch, pos]`` token ids that were run.
+        tokens: the ``[batch, pos]`` token ids that were run (None when unknown, e.g.
+            :func:`~tl_geom.lens.cache.from_cache` without ``tokens``).
+        causal: whether query ``q`` saw only keys ``0..q`` (decoders).
+        text: the tokens of batch row 0 as strings, when the model has a tokenizer.
     """
 
     pattern: Float[Tensor, "batch layer head query key"]
     values: Float[Tensor, "batch layer head key d_head"]
     layers: tuple[int, ...]
     queries: tuple[int, ...]
-    tokens: Int[Tensor, "batch pos"]
+    tokens: Int[Tensor, "batch pos"] | None
+    causal: bool = True
+    text: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -53,6 +74,29 @@ class AttentionCapture:
             f"values={tuple(self.values.shape)}, layers={_short(self.layers)}, "
             f"queries={_short(self.queries)})"
         )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        b, _, n_heads, _, length = self.pattern.shape
+        words = "" if self.text is None else " ".join(self.text[:24])
+        more = "" if self.text is None or len(self.text) <= 24 else " ..."
+        return (
+            f"<p><b>AttentionCapture</b>: batch {b}, layers {_short(self.layers)}, "
+            f"{n_heads} heads, queries {_short(self.queries)} over {length} keys, "
+            f"{'causal' if self.causal else 'bidirectional'}</p>"
+            f"<p><code>{html.escape(words + more)}</code></p>"
+        )
+
+    def separability(self, n: int | Sequence[int]) -> Separability:
+        """Top-N separability of every captured row: :func:`tl_geom.separability` on it.
+
+        Row ``(b, l, h, q)`` is ``pattern[b, l, h, q]`` with ``values[b, l, h]``;
+        causal rows keep only their visible keys ``0..q``, so future keys are in
+        neither set (as in ``separability_all_queries``). Spec: geometry.md, "Metrics".
+        The result's ``to_frame()`` carries the real layer and query ids.
+        """
+        return capture_separability(self, n)
 
 
 def _short(xs: tuple[int, ...]) -> str:
@@ -122,10 +166,12 @@ def capture_attention(
 
     Raises:
         TlGeomError: tokens of the wrong dtype or rank, layers or queries out of
-            range, a model without attention hooks, a backend the model cannot serve.
+            range, a model without attention hooks, a backend the model cannot serve,
+            a model whose value biases were folded into ``b_O`` (``lens/value_bias.py``).
     """
     if backend not in ("hooks", "sdpa"):
         raise TlGeomError(f"backend must be 'hooks' or 'sdpa', got {backend!r}")
+    check_value_biases(model)
     if backend == "sdpa":
         model = as_fused(model)
     dims = model_dims(model)
@@ -163,4 +209,14 @@ def capture_attention(
         layers=layer_ids,
         queries=query_ids,
         tokens=toks,
+        causal=is_causal(model),
+        text=token_text(model, toks[0]),
     )
+
+
+def token_text(model: Any, tokens: Tensor) -> tuple[str, ...] | None:
+    """Each token id of ``tokens`` ``[pos]`` as text, or None without a tokenizer."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    return tuple(str(tokenizer.decode([int(t)])) for t in tokens.tolist())
