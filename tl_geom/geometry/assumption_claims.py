@@ -111,7 +111,7 @@ def claim_value_norms(heads: pd.DataFrame) -> Finding:
     ``<= 0.1`` and compressed (``lambda < 0.5`` in >= half the windows) in >= half the
     heads; partly one; not neither.
     """
-    cv = heads["norm_cv"].to_numpy(np.float64)
+    cv = heads["norm_cv_tokens"].to_numpy(np.float64)
     med = float(np.nanmedian(cv))
     share = float((heads["sink_compressed"].to_numpy(np.float64) >= 0.5).mean())
     lam = float(np.nanmedian(heads["sink_lambda"].to_numpy(np.float64)))

@@ -49,6 +49,7 @@ def sample_values(
     cv: float = 0.0,
     lam: float = 1.0,
     beta: float = math.inf,
+    c_inf: float = 0.0,
     samples: int = 1,
     sink: int = 0,
     generator: torch.Generator | None = None,
@@ -59,7 +60,10 @@ def sample_values(
     ``z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t`` with ``rho = exp(-beta)``, so
     ``E<z_s, z_t> / d = exp(-beta |s - t|)`` and, for large d, ``cos(v_s, v_t)`` is
     close to that. Built in one matmul with the chain's ``L x L`` Cholesky factor.
-    ``beta = inf`` gives independent directions. Norms: log-normal with mean 1 and
+    ``beta = inf`` gives independent directions. A shared mean direction: with
+    ``g ~ N(0, I_d)`` drawn once per sample, ``x_t = sqrt(c_inf) g + sqrt(1 - c_inf) z_t``,
+    so ``E<x_s, x_t> / d = c_inf + (1 - c_inf) exp(-beta |s - t|)`` (the plateau model
+    of ``decay.cosine_decay``). Norms: log-normal with mean 1 and
     coefficient of variation exactly ``cv`` for non-sink positions; the sink's norm is
     ``lam`` times the mean of the others in that sample.
     """
@@ -68,8 +72,10 @@ def sample_values(
             f"need length >= 2, d >= 1, samples >= 1, 0 <= sink < length; "
             f"got length={length}, d={d}, samples={samples}, sink={sink}"
         )
-    if cv < 0 or lam < 0 or beta < 0 or math.isnan(beta):
-        raise TlGeomError(f"cv, lam, beta must be >= 0; got {cv}, {lam}, {beta}")
+    if cv < 0 or lam < 0 or beta < 0 or math.isnan(beta) or not 0 <= c_inf < 1:
+        raise TlGeomError(
+            f"cv, lam, beta must be >= 0 and 0 <= c_inf < 1; got {cv}, {lam}, {beta}, {c_inf}"
+        )
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     rho = math.exp(-beta)
     t = torch.arange(length, dtype=torch.float64)
@@ -78,6 +84,9 @@ def sample_values(
     chol[:, 1:] *= math.sqrt(max(1.0 - rho * rho, 0.0))
     eps = torch.randn(samples, length, d, generator=gen, dtype=torch.float64)
     z = torch.einsum("tk,skd->std", chol, eps)
+    if c_inf > 0:
+        shared = torch.randn(samples, 1, d, generator=gen, dtype=torch.float64)
+        z = math.sqrt(c_inf) * shared + math.sqrt(1 - c_inf) * z
     u = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-300)
     sigma2 = math.log1p(cv * cv)
     xi = torch.randn(samples, length, generator=gen, dtype=torch.float64)

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from tl_geom.geometry.clustering import cluster_agreement
+from tl_geom.geometry.diagnostics import norm_cv_positions
 from tl_geom.geometry.profile import attention_profile
 from tl_geom.geometry.simulation import simulate_separability
 from tl_geom.geometry.taxonomy import TaxonomyConfig, classify_heads
@@ -27,6 +28,7 @@ from tl_geom.jobs.window import (
     PRF_KEYS,
     RADIUS_KEYS,
     RANDOM_KEYS,
+    VALUE_NORMS,
     WindowSpec,
 )
 
@@ -113,9 +115,29 @@ def _heads_table(
     for key in HEAD_KEYS:
         if key in stack:
             heads[key] = stack[key].double().nanmean(0).flatten().numpy()
+    heads.update(_positional_cv(stack, n_heads))
     heads["profile_r2"] = fit.r2.flatten().numpy()
     heads["profile_holds"] = fit.holds.flatten().numpy()
     return heads
+
+
+def _positional_cv(stack: dict[str, torch.Tensor], n_heads: int) -> dict[str, np.ndarray]:
+    """``norm_cv_positions`` (sampling part removed) and ``norm_cv_positions_raw`` per head.
+
+    From the ``[W, layer, KV, L]`` value norms of the windows
+    (:func:`tl_geom.geometry.diagnostics.norm_cv_positions`), repeated to the query
+    heads of each KV group; NaN when the windows carry no norms (older window files).
+    """
+    if VALUE_NORMS not in stack:
+        nan = np.full(stack["precision"].shape[1] * n_heads, np.nan)
+        return {"norm_cv_positions": nan, "norm_cv_positions_raw": nan.copy()}
+    norms = stack[VALUE_NORMS].double()
+    res = norm_cv_positions(norms)
+    groups = n_heads // norms.shape[2]
+    return {
+        "norm_cv_positions": res.cv.repeat_interleave(groups, -1).flatten().numpy(),
+        "norm_cv_positions_raw": res.cv_raw.repeat_interleave(groups, -1).flatten().numpy(),
+    }
 
 
 def _head_types(
@@ -169,7 +191,7 @@ def _envelope(
     compression and the cosine decay beta (infinite when no head's fit is positive),
     and the mean final-query profile over all heads and windows as the weights.
     """
-    cv = float(stack["norm_cv"].double().nanmedian())
+    cv = float(stack["norm_cv_tokens"].double().nanmedian())
     lam = float(stack["sink_lambda"].double().nanmedian())
     betas = stack["beta"].double()
     betas = betas[torch.isfinite(betas) & (betas > 0)]
