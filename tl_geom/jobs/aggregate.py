@@ -110,6 +110,7 @@ def _heads_table(
     heads: dict[str, Any] = {
         "layer": np.repeat(np.array(spec.layers), n_heads),
         "head": np.tile(np.arange(n_heads), n_layers),
+        "kv_head": np.tile(np.arange(n_heads) // _groups(stack, n_heads), n_layers),
         "type": "unclassified",
     }
     for key in HEAD_KEYS:
@@ -119,6 +120,11 @@ def _heads_table(
     heads["profile_r2"] = fit.r2.flatten().numpy()
     heads["profile_holds"] = fit.holds.flatten().numpy()
     return heads
+
+
+def _groups(stack: dict[str, torch.Tensor], n_heads: int) -> int:
+    """Query heads per KV head (from the ``[W, layer, KV, L]`` value norms; 1 without them)."""
+    return n_heads // stack[VALUE_NORMS].shape[2] if VALUE_NORMS in stack else 1
 
 
 def _positional_cv(stack: dict[str, torch.Tensor], n_heads: int) -> dict[str, np.ndarray]:
@@ -133,7 +139,7 @@ def _positional_cv(stack: dict[str, torch.Tensor], n_heads: int) -> dict[str, np
         return {"norm_cv_positions": nan, "norm_cv_positions_raw": nan.copy()}
     norms = stack[VALUE_NORMS].double()
     res = norm_cv_positions(norms)
-    groups = n_heads // norms.shape[2]
+    groups = _groups(stack, n_heads)
     return {
         "norm_cv_positions": res.cv.repeat_interleave(groups, -1).flatten().numpy(),
         "norm_cv_positions_raw": res.cv_raw.repeat_interleave(groups, -1).flatten().numpy(),
