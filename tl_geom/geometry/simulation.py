@@ -21,7 +21,7 @@ from tl_geom.errors import TlGeomError
 from tl_geom.geometry.bounds import _out  # pyright: ignore[reportPrivateUsage]
 from tl_geom.geometry.top_n import separability
 
-__all__ = ["SimulatedSeparability", "sample_values", "simulate_separability"]
+__all__ = ["SimulatedSeparability", "sample_values", "simulate_heads", "simulate_separability"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +163,75 @@ def simulate_separability(
         f1_std=stat(res.f1, True),
         perfect=stat(res.perfect),
     )
+
+
+def _sample_rows(
+    length: int, d: int, params: Tensor, samples: int, sink: int, gen: torch.Generator
+) -> Tensor:
+    """:func:`sample_values` with parameters per row: ``params [B, 4]`` = cv, lam, beta, c_inf.
+
+    Same model, built by the AR(1) recursion over positions (``O(L d)`` per sample, no
+    ``L x L`` factor): ``z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t``. Returns
+    ``[B, samples, L, d]``.
+    """
+    b = params.shape[0]
+    cv, lam, beta, c_inf = params.double().unbind(-1)
+    rho = torch.exp(-beta).view(b, 1, 1)  # beta = inf gives rho = 0
+    eps = torch.randn(b, samples, length, d, generator=gen, dtype=torch.float64)
+    z = torch.empty_like(eps)
+    z[:, :, 0] = eps[:, :, 0]
+    scale = (1 - rho * rho).clamp_min(0).sqrt()
+    for t in range(1, length):  # a loop over positions, vectorised over heads and samples
+        z[:, :, t] = rho * z[:, :, t - 1] + scale * eps[:, :, t]
+    shared = torch.randn(b, samples, 1, d, generator=gen, dtype=torch.float64)
+    c = c_inf.clamp(0, 1).view(b, 1, 1, 1)
+    z = c.sqrt() * shared + (1 - c).sqrt() * z
+    u = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    sigma2 = torch.log1p(cv * cv).view(b, 1, 1)
+    xi = torch.randn(b, samples, length, generator=gen, dtype=torch.float64)
+    r = torch.exp(sigma2.sqrt() * xi - sigma2 / 2)
+    rest = torch.ones(length, dtype=torch.bool)
+    rest[sink] = False
+    r[:, :, sink] = lam.view(b, 1) * r[:, :, rest].mean(-1)
+    return r.unsqueeze(-1) * u
+
+
+def simulate_heads(
+    alpha: Float[Tensor, "heads key"],
+    n: Sequence[int],
+    *,
+    d: int,
+    params: Float[Tensor, "heads 4"],
+    samples: int = 8,
+    sink: int = 0,
+    seed: int = 0,
+    chunk: int = 8,
+) -> SimulatedSeparability:
+    """The envelope per head: expected P, R, F of each head under its own fitted model.
+
+    Head h: weights ``alpha[h]`` (its mean final-query profile), values from the
+    assumption model with its own ``params[h] = (cv, lam, beta, c_inf)`` (norm CV, sink
+    compression, cosine decay and plateau, the shared mean direction);
+    ``E[P_N] = mean over samples of separability(alpha_h, V, N)``. Averaging the
+    ``[heads, N]`` result over heads is averaging as ``metrics.csv`` does. Heads go
+    ``chunk`` at a time (memory ``chunk x samples x L x d``). Spec: geometry.md,
+    "Bounds", last item.
+    """
+    check_weights(alpha)
+    ns = check_n(list(n), alpha.shape[-1])
+    if params.shape != (alpha.shape[0], 4):
+        raise TlGeomError(f"params must be [heads, 4], got {tuple(params.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    stats: list[list[Tensor]] = []
+    for lo in range(0, alpha.shape[0], chunk):  # chunks of heads: memory, not math
+        a = alpha[lo : lo + chunk].double()
+        v = _sample_rows(a.shape[-1], d, params[lo : lo + chunk], samples, sink, gen)
+        res = separability(a.unsqueeze(1).expand_as(v[..., 0]).contiguous(), v, list(ns))
+        prf = [x.double() for x in (res.precision, res.recall, res.f1)]
+        stats.append(
+            [x.mean(1) for x in prf]
+            + [x.std(1, unbiased=False) for x in prf]
+            + [res.perfect.double().mean(1)]
+        )
+    p, r, f, ps, rs, fs, perfect = (torch.cat(c) for c in zip(*stats, strict=True))
+    return SimulatedSeparability(ns, p, ps, r, rs, f, fs, perfect)
