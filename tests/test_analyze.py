@@ -60,7 +60,8 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
     assert len(heads) == 8
     assert set(heads["type"]) <= {"Retriever", "Mixer", "Reset", "unclear"}
     assert {"c_last_early", "share_sink", "mass_last", "last_token", "cluster"} <= set(heads)
-    assert {"sink_mass", "entropy", "norm_cv", "sink_lambda", "beta", "rho0"} <= set(heads)
+    assert {"sink_mass", "entropy", "norm_cv_tokens", "sink_lambda", "beta", "rho0"} <= set(heads)
+    assert {"norm_cv_positions", "norm_cv_positions_raw", "c_inf"} <= set(heads)
     run = Analysis.load(tmp_path / "run").run
     assert run["config"]["windows"] == 3
     assert len(run["config"]["corpus_sha256"]) == 64

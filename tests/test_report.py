@@ -67,7 +67,7 @@ def make_analysis(
             "type": ["unclassified"] * hh,
             "sink_mass": rng.uniform(0.2, 0.9, hh),
             "entropy": rng.uniform(0.5, 3, hh),
-            "norm_cv": rng.uniform(0.01, 0.2, hh),
+            "norm_cv_tokens": rng.uniform(0.01, 0.2, hh),
             "norm_cv_holds": rng.uniform(size=hh) < 0.6,
             "sink_lambda": rng.uniform(0.05, 1, hh),
             "sink_compressed": rng.uniform(size=hh) < 0.7,
@@ -253,7 +253,7 @@ def test_nan_columns_through_files(tmp_path: Path) -> None:
     m.loc[m["n"] == 8, ["precision", "recall", "f1"]] = np.nan
     h = a.heads.copy()
     h["rho0"] = np.nan
-    h["norm_cv"] = np.nan
+    h["norm_cv_tokens"] = np.nan
     h["norm_cv_holds"] = h["norm_cv_holds"].astype(object)
     h.loc[0, "norm_cv_holds"] = np.nan
     h.loc[1, "entropy"] = np.nan

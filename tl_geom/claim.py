@@ -14,7 +14,7 @@ outcome: a claim that fails is a finding. NaN inputs never count as evidence for
 """
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ import numpy as np
 from tl_geom.errors import TlGeomError
 
 __all__ = [
+    "INCONCLUSIVE",
     "NOT",
     "PARTLY",
     "REPRODUCED",
@@ -32,20 +33,25 @@ __all__ = [
     "Numbers",
     "Verdict",
     "arrays",
+    "bootstrap_interval",
     "by_share",
     "fmt",
     "is_finite",
     "loglog_slope",
     "plot_data",
+    "share_verdict",
+    "wilson_interval",
 ]
 
-Verdict = Literal["reproduced", "partly", "not reproduced"]
+Verdict = Literal["reproduced", "partly", "not reproduced", "inconclusive"]
 REPRODUCED: Verdict = "reproduced"
 PARTLY: Verdict = "partly"
 NOT: Verdict = "not reproduced"
+INCONCLUSIVE: Verdict = "inconclusive"
+"""Too little data to decide (never ``partly`` for want of power)."""
 Numbers = Sequence[int | float] | np.ndarray
 """A 1-d sequence of numbers: a list or a numpy array."""
-VERDICTS: tuple[Verdict, ...] = (REPRODUCED, PARTLY, NOT)
+VERDICTS: tuple[Verdict, ...] = (REPRODUCED, PARTLY, NOT, INCONCLUSIVE)
 
 
 @dataclass(frozen=True)
@@ -64,15 +70,19 @@ class Finding:
     Attributes:
         numbers: the figures the verdict used (JSON-serialisable).
         measured: the same, as a short text for ``claims.csv``.
-        verdict: ``reproduced``, ``partly`` or ``not reproduced``.
+        verdict: ``reproduced``, ``partly``, ``not reproduced`` or ``inconclusive``.
         plot: ``kind`` (``line``/``bar``), ``x``, ``series`` (label -> ys), ``xlabel``,
             ``ylabel``, ``logx``, ``logy`` and an optional paper ``band`` (lo, hi).
+        n: the sample size behind the verdict (independent units: e.g. KV heads).
+        interval: the 95% interval of the statistic the verdict used.
     """
 
     numbers: dict[str, Any]
     measured: str
     verdict: Verdict
     plot: dict[str, Any] = field(default_factory=dict[str, Any])
+    n: int | None = None
+    interval: tuple[float, float] | None = None
 
 
 def is_finite(x: float) -> bool:
@@ -103,6 +113,76 @@ def by_share(share: float, high: float = 0.5, low: float = 0.2) -> Verdict:
     if not is_finite(share):
         return NOT
     return REPRODUCED if share >= high else PARTLY if share >= low else NOT
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a share ``k / n`` (95% for ``z = 1.96``); (0, 1) for n = 0.
+
+    ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``, ``p = k / n``.
+
+    >>> [round(x, 4) for x in wilson_interval(5, 10)]
+    [0.2366, 0.7634]
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def share_verdict(k: int, n: int, high: float = 0.5, low: float = 0.2) -> Verdict:
+    """:func:`by_share` decided on the Wilson 95% interval of ``k / n`` [ours].
+
+    Reproduced: the interval lies at or above ``high``; not reproduced: below ``low``;
+    partly: inside ``[low, high)``; inconclusive: it straddles a threshold (too few
+    units to tell), or ``n = 0``.
+
+    >>> share_verdict(90, 100), share_verdict(30, 100), share_verdict(2, 100)
+    ('reproduced', 'partly', 'not reproduced')
+    >>> share_verdict(3, 5)
+    'inconclusive'
+    """
+    if n <= 0:
+        return INCONCLUSIVE
+    lo, hi = wilson_interval(k, n)
+    if lo >= high:
+        return REPRODUCED
+    if hi < low:
+        return NOT
+    return PARTLY if lo >= low and hi < high else INCONCLUSIVE
+
+
+def bootstrap_interval(
+    stat: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    draws: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    min_n: int = 10,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat(idx)`` over ``n`` units resampled with replacement.
+
+    ``stat`` takes an index array (one resample of ``range(n)``) and returns a number;
+    non-finite resamples are dropped. (nan, nan) when none is finite or ``n < min_n``
+    [ours: with a handful of units the percentile bootstrap is too narrow to trust].
+
+    >>> x = np.arange(10.0)
+    >>> lo, hi = bootstrap_interval(lambda i: float(x[i].mean()), 10, draws=200)
+    >>> lo < 4.5 < hi
+    True
+    """
+    if n < max(min_n, 2):
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    vals = np.array([stat(rng.integers(0, n, n)) for _ in range(draws)], dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return math.nan, math.nan
+    q = (1 - level) / 2
+    return float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q))
 
 
 def loglog_slope(x: Numbers, y: Numbers) -> tuple[float, float]:

@@ -31,14 +31,14 @@ __all__ = [
 ]
 
 CHECKS = (  # (assumption, holds column, measure columns)
-    ("1. stable value norms (CV small)", "norm_cv_holds", ("norm_cv",)),
+    ("1. stable value norms (CV small)", "norm_cv_holds", ("norm_cv_tokens",)),
     ("1. compressed sink value (lambda small)", "sink_compressed", ("sink_lambda",)),
     ("2. exponential similarity decay", "decay_holds", ("beta", "beta_r2")),
     ("3. four-phase attention profile", "profile_holds", ("profile_r2",)),
 )
 """The assumption checks of heads.csv: label, its holds column, its measure columns."""
 
-_MEASURES = ("sink_mass", "entropy", "norm_cv", "sink_lambda", "beta", "beta_r2", "rho0")
+_MEASURES = ("sink_mass", "entropy", "norm_cv_tokens", "sink_lambda", "beta", "beta_r2", "rho0")
 """Measure columns of the per-head table, in order (then ``profile_r2``)."""
 
 
@@ -184,7 +184,9 @@ def diagnostics_section(a: Analysis) -> str:
     if rec:
         header = ("N", "heads", "Spearman(rho0, recall)")
         parts.append("<h3>4. sink similarity vs recall</h3>" + table(header, rec))
-    hist = histograms_svg([("norm_cv", column(h, "norm_cv")), ("beta", column(h, "beta"))])
+    hist = histograms_svg(
+        [("norm_cv_tokens", column(h, "norm_cv_tokens")), ("beta", column(h, "beta"))]
+    )
     parts.append(f'<div class="plot">{hist}</div>')
     parts.append(_per_head(h))
     return "".join(parts)

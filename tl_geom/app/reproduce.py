@@ -63,7 +63,7 @@ __all__ = [
 CLAIMS: dict[str, ClaimText] = {**gc.CLAIMS, **nc.CLAIMS, **sc.CLAIMS}
 """Claim id -> text, paper and section, over the three papers (their ``claims`` modules)."""
 
-COLUMNS = ("claim", "paper", "source", "model", "measured", "verdict")
+COLUMNS = ("claim", "paper", "source", "model", "measured", "verdict", "n", "interval")
 DEFAULT_MODELS = ("smollm2-135m", "minilm-l6")
 
 
@@ -78,7 +78,11 @@ class ClaimRow:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        """The CSV columns, then ``claim_id, numbers, plot, experiment, seconds``."""
+        """The CSV columns, then ``claim_id, numbers, plot, experiment, seconds``.
+
+        ``n`` is the sample size behind the verdict and ``interval`` its 95% interval as
+        ``[lo, hi]`` (empty where the claim's rule has none).
+        """
         text = CLAIMS[self.claim_id]
         return {
             "claim": text.claim,
@@ -87,12 +91,19 @@ class ClaimRow:
             "model": self.model,
             "measured": self.finding.measured,
             "verdict": self.finding.verdict,
+            "n": self.finding.n,
+            "interval": _interval_text(self.finding.interval),
             "claim_id": self.claim_id,
             "numbers": self.finding.numbers,
             "plot": self.finding.plot,
             "experiment": self.experiment,
             "seconds": self.seconds,
         }
+
+
+def _interval_text(interval: tuple[float, float] | None) -> str:
+    """``[lo, hi]`` in ``.3g`` (empty for None)."""
+    return "" if interval is None else f"[{interval[0]:.3g}, {interval[1]:.3g}]"
 
 
 @dataclass(frozen=True)
@@ -103,8 +114,12 @@ class Reproduction:
     run: dict[str, Any]
 
     def to_frame(self) -> pd.DataFrame:
-        """The ``claims.csv`` table: ``claim, paper, source, model, measured, verdict``."""
-        return pd.DataFrame([{k: r.to_dict()[k] for k in COLUMNS} for r in self.rows])
+        """The ``claims.csv`` table: ``COLUMNS`` (measured, verdict, n, interval, ...)."""
+        frame = pd.DataFrame([{k: r.to_dict()[k] for k in COLUMNS} for r in self.rows])
+        # as claims.csv reads back: a missing n or interval is NaN
+        frame["n"] = np.asarray(pd.to_numeric(frame["n"], errors="coerce"), dtype=np.float64)
+        frame["interval"] = frame["interval"].replace("", np.nan)
+        return frame
 
     def save(self, out: Path) -> None:
         """Write ``claims.csv``, ``reproduce.json`` and ``claims.html`` into ``out``."""

@@ -14,22 +14,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from tl_geom.claim import (
+    INCONCLUSIVE,
     NOT,
     PARTLY,
     REPRODUCED,
     Finding,
-    Numbers,
     Verdict,
-    arrays,
-    by_share,
+    bootstrap_interval,
     fmt,
     is_finite,
     plot_data,
+    share_verdict,
+    wilson_interval,
 )
-from tl_geom.geometry.diagnostics import sink_recall_correlation
+from tl_geom.geometry.rho0_claims import claim_rho0_recall, kv_units, rho0_recall_verdict
 
 __all__ = [
     "claim_cosine_decay",
@@ -40,6 +40,7 @@ __all__ = [
     "cosine_decay_verdict",
     "four_phase_verdict",
     "head_regimes_verdict",
+    "kv_units",
     "rho0_recall_verdict",
     "value_norms_verdict",
 ]
@@ -51,121 +52,104 @@ def _share_plot(share: float, label: str) -> dict[str, Any]:
     )
 
 
-def claim_rho0_recall(metrics: pd.DataFrame, heads: pd.DataFrame) -> Finding:
-    """Spearman correlation of rho0 with Recall across heads, per N (N >= 2).
-
-    Verdict (:func:`rho0_recall_verdict`): reproduced peak ``> 0.2`` at
-    ``3 <= N* <= 6``, partly ``> 0.2`` elsewhere, else not.
-    """
-    rec = metrics.pivot_table(index=["layer", "head"], columns="n", values="recall")
-    rec = rec[sorted(c for c in rec.columns if c >= 2)]
-    rho0 = heads.set_index(["layer", "head"])["rho0"].reindex(rec.index)
-    ok = np.isfinite(rho0.to_numpy()) & np.isfinite(rec.to_numpy()).all(1)
-    ns = rec.columns.to_numpy(np.float64)
-    if ok.sum() >= 2:
-        corr = sink_recall_correlation(
-            torch.tensor(rho0.to_numpy()[ok]), torch.tensor(rec.to_numpy()[ok])
-        ).spearman.numpy()
-    else:
-        corr = np.full(len(ns), np.nan)
-    fin = np.isfinite(corr)
-    i = int(np.nanargmax(np.where(fin, corr, -np.inf))) if fin.any() else 0
-    shown = ", ".join(f"{int(n)}:{fmt(c)}" for n, c in zip(ns, corr, strict=True))
-    text = (
-        f"peak Spearman {fmt(corr[i] if fin.any() else np.nan)} at N={int(ns[i])} (N:rho {shown})"
-    )
-    plot = plot_data(ns, {"Spearman(rho0, R_N)": corr}, xlabel="N", ylabel="Spearman", logx=True)
-    nums = {"spearman_by_n": dict(zip(ns.tolist(), corr.tolist(), strict=True))}
-    return Finding(nums, text, rho0_recall_verdict(ns, corr), plot)
-
-
-def rho0_recall_verdict(ns: Numbers, spearman: Numbers) -> Verdict:
-    """Recall correlates positively with rho0 across heads, peaking near N = 3-6.
-
-    Over N >= 2 (Recall is 1 at N = 1): the peak ``N*`` of the Spearman correlation and
-    its value ``rho*``. Reproduced ``rho* > 0.2`` and ``3 <= N* <= 6``; partly
-    ``rho* > 0.2`` with the peak elsewhere; else not.
-
-    >>> rho0_recall_verdict([2, 4, 8], [0.3, 0.5, 0.2])
-    'reproduced'
-    >>> rho0_recall_verdict([2, 4, 8], [0.5, 0.3, 0.2])
-    'partly'
-    >>> rho0_recall_verdict([2, 4, 8], [-0.1, 0.1, 0.0])
-    'not reproduced'
-    """
-    n, r = arrays(ns=ns, spearman=spearman)
-    ok = (n >= 2) & np.isfinite(r)
-    if not ok.any():
-        return NOT
-    i = int(np.argmax(r[ok]))
-    peak, n_star = r[ok][i], n[ok][i]
-    if peak <= 0.2:
-        return NOT
-    return REPRODUCED if 3 <= n_star <= 6 else PARTLY
+def _median_interval(x: np.ndarray) -> tuple[float, tuple[float, float]]:
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return math.nan, (math.nan, math.nan)
+    iv = bootstrap_interval(lambda i: float(np.median(x[i])), x.size)
+    return float(np.median(x)), iv
 
 
 def claim_value_norms(heads: pd.DataFrame) -> Finding:
-    """Median value-norm CV over heads and the share of heads with a compressed sink value.
+    """Value-norm CV over positions (median over KV heads) and the sink's compression.
 
-    Verdict (:func:`value_norms_verdict`): reproduced median CV
-    ``<= 0.1`` and compressed (``lambda < 0.5`` in >= half the windows) in >= half the
-    heads; partly one; not neither.
+    ``norm_cv_positions`` (CV over positions of the mean norm across windows, sampling
+    part removed) is the reading compared with the paper's 0.02-0.05; the CV over the
+    tokens of one window is reported beside it. Verdict: :func:`value_norms_verdict`
+    on the bootstrap interval of the median over KV heads and the KV heads compressed.
     """
-    cv = heads["norm_cv"].to_numpy(np.float64)
-    med = float(np.nanmedian(cv))
-    share = float((heads["sink_compressed"].to_numpy(np.float64) >= 0.5).mean())
-    lam = float(np.nanmedian(heads["sink_lambda"].to_numpy(np.float64)))
+    kv = kv_units(heads)
+    cv_col = "norm_cv_positions" if "norm_cv_positions" in kv else "norm_cv_tokens"
+    med, iv = _median_interval(kv[cv_col].to_numpy(np.float64))
+    tok = float(np.nanmedian(kv["norm_cv_tokens"].to_numpy(np.float64)))
+    comp = kv["sink_compressed"].to_numpy(np.float64) >= 0.5
+    lam = float(np.nanmedian(kv["sink_lambda"].to_numpy(np.float64)))
     text = (
-        f"median CV {fmt(med, '.3f')} (paper 0.02-0.05); sink compressed in {share:.0%} "
-        f"(median lambda {fmt(lam)})"
+        f"median CV over positions {fmt(med, '.3f')} [{fmt(iv[0], '.3f')}, {fmt(iv[1], '.3f')}]"
+        f" (paper 0.02-0.05; over tokens {fmt(tok, '.3f')}); sink compressed in "
+        f"{comp.mean():.0%} of {len(kv)} KV heads (median lambda {fmt(lam)})"
     )
-    qs = np.nanquantile(cv, [0.1, 0.25, 0.5, 0.75, 0.9])
+    cv = kv[cv_col].to_numpy(np.float64)
+    qs = np.nanquantile(cv, [0.1, 0.25, 0.5, 0.75, 0.9]) if np.isfinite(cv).any() else [np.nan] * 5
     plot = plot_data(
-        ["q10", "q25", "median", "q75", "q90"], {"value-norm CV": qs},
-        kind="bar", xlabel="quantile over heads", ylabel="CV of ||v_i||", band=(0.02, 0.05),
+        ["q10", "q25", "median", "q75", "q90"], {cv_col: qs},
+        kind="bar", xlabel="quantile over KV heads", ylabel="CV of ||v_i||", band=(0.02, 0.05),
     )  # fmt: skip
-    nums = {"median_cv": med, "share_compressed": share, "median_lambda": lam}
-    return Finding(nums, text, value_norms_verdict(med, share), plot)
+    nums = {"median_cv_positions": med, "median_cv_tokens": tok, "compressed": int(comp.sum()),
+            "kv_heads": len(kv), "median_lambda": lam}  # fmt: skip
+    verdict = value_norms_verdict(iv, int(comp.sum()), len(kv))
+    return Finding(nums, text, verdict, plot, n=len(kv), interval=iv)
 
 
-def value_norms_verdict(median_cv: float, share_compressed: float) -> Verdict:
+def value_norms_verdict(
+    cv_interval: tuple[float, float], compressed: int, kv_heads: int
+) -> Verdict:
     """Stable value norms (paper: CV about 0.02-0.05) with a compressed sink value.
 
-    Stable: median over heads of the value-norm CV ``<= 0.1`` (the diagnostic's own
-    threshold). Compressed: ``lambda < 0.5`` in at least half of the heads. Reproduced
-    both, partly one, not neither.
+    Stable: the 95% interval of the median CV lies at or below 0.1 (the diagnostic's
+    threshold); unstable: above it. Compressed: the Wilson interval of the share of KV
+    heads with ``lambda < 0.5`` lies at or above 0.5; not: below. Reproduced both,
+    partly one, not neither; inconclusive when either interval straddles its threshold.
 
-    >>> [value_norms_verdict(*x) for x in ((0.04, 0.9), (0.3, 0.9), (0.3, 0.1))]
-    ['reproduced', 'partly', 'not reproduced']
+    >>> value_norms_verdict((0.01, 0.04), 80, 90), value_norms_verdict((0.2, 0.3), 80, 90)
+    ('reproduced', 'partly')
+    >>> value_norms_verdict((0.2, 0.3), 2, 90), value_norms_verdict((0.05, 0.2), 80, 90)
+    ('not reproduced', 'inconclusive')
     """
-    stable = is_finite(median_cv) and median_cv <= 0.1
-    compressed = is_finite(share_compressed) and share_compressed >= 0.5
-    return REPRODUCED if stable and compressed else PARTLY if stable or compressed else NOT
+    lo, hi = cv_interval
+    stable = True if is_finite(hi) and hi <= 0.1 else False if is_finite(lo) and lo > 0.1 else None
+    c_lo, c_hi = wilson_interval(compressed, kv_heads)
+    comp = True if kv_heads and c_lo >= 0.5 else False if kv_heads and c_hi < 0.5 else None
+    if stable is None or comp is None:
+        return INCONCLUSIVE
+    return REPRODUCED if stable and comp else PARTLY if stable or comp else NOT
 
 
 def claim_cosine_decay(heads: pd.DataFrame) -> Finding:
-    """Share of heads where the exponential cosine decay holds (in >= half the windows).
+    """Share of KV heads where the exponential decay to a plateau holds (>= half the windows).
 
-    Verdict (:func:`cosine_decay_verdict`): ``>= 0.5`` reproduced,
-    ``>= 0.2`` partly, else not.
+    Verdict (:func:`cosine_decay_verdict`) on the Wilson interval of that share.
     """
-    share = float((heads["decay_holds"].to_numpy(np.float64) >= 0.5).mean())
-    r2 = float(np.nanmedian(heads["beta_r2"].to_numpy(np.float64)))
-    text = f"exponential decay holds in {share:.0%} of heads (median R^2 {fmt(r2)})"
-    nums = {"share_heads": share, "median_r2": r2}
-    return Finding(nums, text, cosine_decay_verdict(share), _share_plot(share, "decay"))
+    kv = kv_units(heads)
+    k, n = int((kv["decay_holds"].to_numpy(np.float64) >= 0.5).sum()), len(kv)
+    r2 = float(np.nanmedian(kv["beta_r2"].to_numpy(np.float64)))
+    beta = float(np.nanmedian(kv["beta"].to_numpy(np.float64)))
+    c_inf = kv["c_inf"].to_numpy(np.float64) if "c_inf" in kv else np.array([np.nan])
+    text = (
+        f"exponential decay holds in {k} of {n} KV heads (median beta {fmt(beta, '.3g')}, "
+        f"plateau c_inf {fmt(float(np.nanmedian(c_inf)))}, R^2 {fmt(r2)})"
+    )
+    nums = {"holds": k, "kv_heads": n, "median_r2": r2, "median_beta": beta}
+    share = k / n if n else math.nan
+    return Finding(
+        nums, text, cosine_decay_verdict(k, n), _share_plot(share, "decay"),
+        n=n, interval=wilson_interval(k, n),
+    )  # fmt: skip
 
 
-def cosine_decay_verdict(share: float) -> Verdict:
+def cosine_decay_verdict(holds: int, kv_heads: int) -> Verdict:
     """Exponential decay of value cosine similarity with distance.
 
-    ``share``: heads whose log-linear fit has ``beta > 0`` and ``R^2 >= 0.5`` (the
-    diagnostic). Reproduced ``>= 0.5``, partly ``>= 0.2``, else not (:func:`by_share`).
+    ``holds`` of ``kv_heads`` KV heads pass the diagnostic (``decay.cosine_decay``).
+    :func:`tl_geom.claim.share_verdict`: reproduced ``>= 0.5``, partly ``>= 0.2``, not
+    below, on the Wilson interval; inconclusive when it straddles a threshold.
 
-    >>> cosine_decay_verdict(0.7), cosine_decay_verdict(0.25), cosine_decay_verdict(0.04)
+    >>> cosine_decay_verdict(80, 90), cosine_decay_verdict(30, 90), cosine_decay_verdict(2, 90)
     ('reproduced', 'partly', 'not reproduced')
+    >>> cosine_decay_verdict(2, 3)
+    'inconclusive'
     """
-    return by_share(share)
+    return share_verdict(holds, kv_heads)
 
 
 def claim_four_phase(heads: pd.DataFrame) -> Finding:
@@ -175,23 +159,27 @@ def claim_four_phase(heads: pd.DataFrame) -> Finding:
     ``>= 0.2`` partly, else not.
     """
     holds = heads["profile_holds"].astype(str).str.lower().isin(["true", "1", "1.0"])
-    share = float(holds.mean())
+    k, n = int(holds.sum()), len(holds)
+    share = k / n if n else math.nan
     r2 = float(np.nanmedian(heads["profile_r2"].to_numpy(np.float64)))
-    text = f"4-phase fit holds in {share:.0%} of heads (median R^2 {fmt(r2)})"
+    text = f"4-phase fit holds in {k} of {n} heads (median R^2 {fmt(r2)})"
     nums = {"share_heads": share, "median_r2": r2}
-    return Finding(nums, text, four_phase_verdict(share), _share_plot(share, "4-phase"))
+    return Finding(
+        nums, text, four_phase_verdict(k, n), _share_plot(share, "4-phase"),
+        n=n, interval=wilson_interval(k, n),
+    )  # fmt: skip
 
 
-def four_phase_verdict(share: float) -> Verdict:
+def four_phase_verdict(holds: int, heads: int) -> Verdict:
     """Four-phase attention profile (sink, plateau, oscillating band, recency ramp).
 
-    ``share``: heads whose mean final-query profile fits the 4 segments (the
-    diagnostic). Reproduced ``>= 0.5``, partly ``>= 0.2``, else not (:func:`by_share`).
+    ``holds`` of ``heads`` mean final-query profiles fit the 4 segments (the
+    diagnostic); :func:`tl_geom.claim.share_verdict` (0.5 / 0.2, Wilson interval).
 
-    >>> four_phase_verdict(0.5), four_phase_verdict(0.2), four_phase_verdict(0.19)
+    >>> four_phase_verdict(90, 100), four_phase_verdict(30, 100), four_phase_verdict(5, 100)
     ('reproduced', 'partly', 'not reproduced')
     """
-    return by_share(share)
+    return share_verdict(holds, heads)
 
 
 def claim_head_regimes(heads: pd.DataFrame, kmeans_ari: float) -> Finding:

@@ -20,11 +20,11 @@ from tl_geom.errors import TlGeomError
 _Packed = list[tuple[int, ...] | list[int]]  # einops.pack shapes
 
 __all__ = [
-    "CosineDecay",
     "NormStability",
+    "PositionalCV",
     "SinkRecallCorrelation",
     "attention_entropy",
-    "cosine_decay",
+    "norm_cv_positions",
     "norm_stability",
     "sink_mass",
     "sink_recall_correlation",
@@ -51,26 +51,6 @@ class NormStability:
     holds: Tensor
     cv_max: float
     lam_max: float
-
-
-@dataclass(frozen=True)
-class CosineDecay:
-    """Assumption 2. ``mean_cos`` is ``[..., max_lag + 1]`` (lag 0 first), the rest ``[...]``.
-
-    Attributes:
-        beta: decay rate, ``log mean_cos(k) ~ log_a - beta k`` on the positive lags.
-        r2: R^2 of that log-linear fit (nan with fewer than 2 positive lags or a flat curve).
-        log_a: intercept of the fit.
-        mean_cos: mean ``cos(v_i, v_{i+k})`` per lag ``k``.
-        holds: ``beta > 0 & r2 >= r2_min``.
-    """
-
-    beta: Tensor
-    r2: Tensor
-    log_a: Tensor
-    mean_cos: Tensor
-    holds: Tensor
-    r2_min: float
 
 
 @dataclass(frozen=True)
@@ -147,95 +127,59 @@ def norm_stability(
     return NormStability(cv, lam, stable, compressed, stable & compressed, cv_max, lam_max)
 
 
-FLAT_LOG_SPREAD = 1e-12
-"""Below this spread of ``log m_k`` a mean-cosine curve counts as flat (no R^2) [ours]."""
+@dataclass(frozen=True)
+class PositionalCV:
+    """Assumption 1, second reading: CV over positions of the mean norm across windows.
 
-
-def _lag_sums(u: Float[Tensor, "b key d"], lag_max: int) -> Float[Tensor, "b lag"]:
-    """``S_k = sum_i <u_i, u_{i+k}>`` for ``k = 0..lag_max``, by FFT: ``O(d L log L)``.
-
-    The autocorrelation of each coordinate is ``irfft(|rfft(u)|^2)`` with zero padding
-    to at least ``2L - 1`` (no wrap-around); summing the power over coordinates first
-    makes it one inverse transform per row. float64 rounding is about ``1e-16 L`` in
-    ``S_k``, so under ``1e-15`` in the mean cosine ``S_k / count_k``.
+    Attributes:
+        cv: ``sqrt(max(0, var_pos - sampling)) / mean`` (the positional part), ``[...]``.
+        cv_raw: ``sqrt(var_pos) / mean`` (shrinks with the number of windows W).
+        windows: W.
     """
-    length = u.shape[1]
-    n_fft = 1 << (2 * length - 1).bit_length()
-    spec = torch.fft.rfft(u, n=n_fft, dim=1)
-    power = (spec.real**2 + spec.imag**2).sum(-1)
-    return torch.fft.irfft(power, n=n_fft, dim=1)[:, : lag_max + 1]
+
+    cv: Tensor
+    cv_raw: Tensor
+    windows: int
 
 
-def cosine_decay(
-    values: Float[Tensor, "*lead key d"],
-    *,
-    max_lag: int | None = None,
-    sink: int | None = 0,
-    r2_min: float = 0.5,
-    min_cos: float = 1e-9,
-) -> CosineDecay:
-    """Exponential decay of value similarity with distance (assumption 2).
+def norm_cv_positions(norms: Float[Tensor, "windows *lead key"], *, sink: int = 0) -> PositionalCV:
+    """CV over positions of the per-position mean value norm across windows [ours].
 
-    ``m_k = mean_{i} cos(v_i, v_{i+k})`` over pairs of kept positions (the sink is
-    left out [ours]); fit ``log m_k = log_a - beta k`` by least squares over the lags
-    ``1 <= k <= max_lag`` with ``m_k > min_cos`` ("the positive part"), and
-    ``R^2 = 1 - SS_res / SS_tot`` in log space (NaN for a flat curve, spread of
-    ``log m_k`` under ``FLAT_LOG_SPREAD``). The lag sums come from an FFT
-    autocorrelation (:func:`_lag_sums`): ``O(d L log L)`` per head and no ``L x L``
-    matrix, which at L = 8192 would be 0.5 GiB per head.
+    ``mu_i = mean_w n_{w,i}``, ``s_i^2 = sum_w (n_{w,i} - mu_i)^2 / (W - 1)`` over the
+    W windows, positions ``i != sink``. ``var_pos = mean_i (mu_i - mubar)^2`` (population)
+    contains the sampling part ``mean_i s_i^2 / W`` (each ``mu_i`` is a mean of W
+    draws); removing it, ``CV = sqrt(max(0, var_pos - mean_i s_i^2 / W)) / mubar``, an
+    estimate that does not depend on W. ``cv_raw = sqrt(var_pos) / mubar``. NaN for
+    W < 2 or a zero mean. Spec: geometry.md, "Empirical assumptions", item 1.
 
     Args:
-        values: ``[..., L, d]``.
-        max_lag: largest lag fitted; default ``L // 2`` [ours] (longer lags average
-            few pairs).
-        sink: a position to leave out of the averages, or None to keep all.
-        r2_min: holds if ``beta > 0`` and ``R^2 >= r2_min`` [ours].
-        min_cos: the smallest mean cosine that enters the log fit [ours]. A mean that
-            is zero in exact arithmetic lands near +-1e-16 in floating point, and its log
-            (about -37) would dominate the fit by the sign of a rounding error.
+        norms: ``||v_i||`` per window and position, ``[W, ..., L]``, ``L >= 3``.
+        sink: the position left out (default 0).
+
+    >>> n = torch.tensor([[1.0, 1.0, 3.0], [1.0, 3.0, 1.0]])
+    >>> r = norm_cv_positions(n)
+    >>> float(r.cv_raw), float(r.cv)
+    (0.0, 0.0)
     """
-    v, packed = _pack_values(values)
-    length = v.shape[1]
-    if sink is not None:
-        _check_sink(sink, length)
-    lag_max = length // 2 if max_lag is None else max_lag
-    if not 1 <= lag_max < length:
-        raise TlGeomError(f"max_lag={max_lag} out of range 1..{length - 1} for L={length}")
-    u = _unit(v)
-    keep = torch.ones(length, dtype=torch.float64, device=v.device)
-    if sink is not None:
-        keep[sink] = 0.0
-        u = u * keep.view(1, -1, 1)  # a zero vector adds nothing to any lag sum
-    sums = _lag_sums(u, lag_max)
-    # counts[k] = #{i : i and i + k both kept}, exact in integers
-    k_all = torch.arange(lag_max + 1, device=v.device)
-    counts = (length - k_all).double()
-    if sink is not None:
-        counts -= (sink + k_all < length).double() + (sink - k_all >= 0).double()
-        counts[0] += 1.0  # the pair (sink, sink) was removed twice
-    mean_cos = sums / counts.clamp_min(1)
-    k = torch.arange(1, lag_max + 1, dtype=torch.float64, device=v.device)
-    m = mean_cos[:, 1:]
-    fit_w = ((m > min_cos) & (counts[1:] > 0)).double()
-    y = torch.log(m.clamp_min(1e-300))
-    nw = fit_w.sum(-1, keepdim=True)
-    xbar = (fit_w * k).sum(-1, keepdim=True) / nw
-    ybar = (fit_w * y).sum(-1, keepdim=True) / nw
-    sxx = (fit_w * (k - xbar) ** 2).sum(-1)
-    slope = (fit_w * (k - xbar) * (y - ybar)).sum(-1) / sxx
-    log_a = ybar.squeeze(-1) - slope * xbar.squeeze(-1)
-    resid = y - (log_a.unsqueeze(-1) + slope.unsqueeze(-1) * k)
-    ss_res = (fit_w * resid**2).sum(-1)
-    ss_tot = (fit_w * (y - ybar) ** 2).sum(-1)
-    # A flat log-cosine (spread under 1e-12, the FFT's rounding) has no decay to fit.
-    flat = ss_tot <= nw.squeeze(-1) * FLAT_LOG_SPREAD**2
-    r2 = torch.where(flat, float("nan"), 1 - ss_res / ss_tot.clamp_min(1e-300))
-    r2 = torch.where(nw.squeeze(-1) >= 2, r2, float("nan"))
-    beta = torch.where(nw.squeeze(-1) >= 2, -slope, float("nan"))
-    log_a = torch.where(nw.squeeze(-1) >= 2, log_a, float("nan"))
-    beta, r2, log_a = (einops.unpack(x, packed, "*")[0] for x in (beta, r2, log_a))
-    (mean_cos,) = einops.unpack(mean_cos, packed, "* lag")
-    return CosineDecay(beta, r2, log_a, mean_cos, (beta > 0) & (r2 >= r2_min), r2_min)
+    if norms.ndim < 2 or not norms.is_floating_point():
+        raise TlGeomError(f"norms must be a floating [W, ..., L] tensor, got {tuple(norms.shape)}")
+    check_finite("norms", norms)
+    _check_sink(sink, norms.shape[-1], need=3)
+    n = norms.double()
+    keep = torch.ones(n.shape[-1], dtype=torch.bool, device=n.device)
+    keep[sink] = False
+    n = n[..., keep]
+    w = n.shape[0]
+    mu = n.mean(0)
+    mubar = mu.mean(-1)
+    var_pos = ((mu - mubar.unsqueeze(-1)) ** 2).mean(-1)
+    if w < 2:
+        nan = torch.full_like(mubar, float("nan"))
+        return PositionalCV(nan, nan.clone(), w)
+    sampling = n.var(0, unbiased=True).mean(-1) / w
+    cv_raw = var_pos.sqrt() / mubar
+    cv = (var_pos - sampling).clamp_min(0).sqrt() / mubar
+    return PositionalCV(cv, cv_raw, w)
 
 
 def sink_similarity(values: Float[Tensor, "*lead key d"], *, sink: int = 0) -> Tensor:

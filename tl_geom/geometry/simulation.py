@@ -21,7 +21,7 @@ from tl_geom._shapes import unpack_n
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry.top_n import separability
 
-__all__ = ["SimulatedSeparability", "sample_values", "simulate_separability"]
+__all__ = ["SimulatedSeparability", "sample_values", "simulate_heads", "simulate_separability"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ def sample_values(
     cv: float = 0.0,
     lam: float = 1.0,
     beta: float = math.inf,
+    c_inf: float = 0.0,
     samples: int = 1,
     sink: int = 0,
     generator: torch.Generator | None = None,
@@ -59,7 +60,10 @@ def sample_values(
     ``z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t`` with ``rho = exp(-beta)``, so
     ``E<z_s, z_t> / d = exp(-beta |s - t|)`` and, for large d, ``cos(v_s, v_t)`` is
     close to that. Built in one matmul with the chain's ``L x L`` Cholesky factor.
-    ``beta = inf`` gives independent directions. Norms: log-normal with mean 1 and
+    ``beta = inf`` gives independent directions. A shared mean direction: with
+    ``g ~ N(0, I_d)`` drawn once per sample, ``x_t = sqrt(c_inf) g + sqrt(1 - c_inf) z_t``,
+    so ``E<x_s, x_t> / d = c_inf + (1 - c_inf) exp(-beta |s - t|)`` (the plateau model
+    of ``decay.cosine_decay``). Norms: log-normal with mean 1 and
     coefficient of variation exactly ``cv`` for non-sink positions; the sink's norm is
     ``lam`` times the mean of the others in that sample.
     """
@@ -68,8 +72,10 @@ def sample_values(
             f"need length >= 2, d >= 1, samples >= 1, 0 <= sink < length; "
             f"got length={length}, d={d}, samples={samples}, sink={sink}"
         )
-    if cv < 0 or lam < 0 or beta < 0 or math.isnan(beta):
-        raise TlGeomError(f"cv, lam, beta must be >= 0; got {cv}, {lam}, {beta}")
+    if cv < 0 or lam < 0 or beta < 0 or math.isnan(beta) or not 0 <= c_inf < 1:
+        raise TlGeomError(
+            f"cv, lam, beta must be >= 0 and 0 <= c_inf < 1; got {cv}, {lam}, {beta}, {c_inf}"
+        )
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     rho = math.exp(-beta)
     t = torch.arange(length, dtype=torch.float64)
@@ -78,6 +84,9 @@ def sample_values(
     chol[:, 1:] *= math.sqrt(max(1.0 - rho * rho, 0.0))
     eps = torch.randn(samples, length, d, generator=gen, dtype=torch.float64)
     z = torch.einsum("tk,skd->std", chol, eps)
+    if c_inf > 0:
+        shared = torch.randn(samples, 1, d, generator=gen, dtype=torch.float64)
+        z = math.sqrt(c_inf) * shared + math.sqrt(1 - c_inf) * z
     u = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-300)
     sigma2 = math.log1p(cv * cv)
     xi = torch.randn(samples, length, generator=gen, dtype=torch.float64)
@@ -154,3 +163,75 @@ def simulate_separability(
         f1_std=stat(res.f1, True),
         perfect=stat(res.perfect),
     )
+
+
+def _sample_rows(
+    length: int, d: int, params: Tensor, samples: int, sink: int, gen: torch.Generator
+) -> Tensor:
+    """:func:`sample_values` with parameters per row: ``params [B, 4]`` = cv, lam, beta, c_inf.
+
+    Same model, built by the AR(1) recursion over positions (``O(L d)`` per sample, no
+    ``L x L`` factor): ``z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t``. Returns
+    ``[B, samples, L, d]``.
+    """
+    b = params.shape[0]
+    cv, lam, beta, c_inf = params.double().unbind(-1)
+    rho = torch.exp(-beta).view(b, 1, 1)  # beta = inf gives rho = 0
+    eps = torch.randn(b, samples, length, d, generator=gen, dtype=torch.float64)
+    z = torch.empty_like(eps)
+    z[:, :, 0] = eps[:, :, 0]
+    scale = (1 - rho * rho).clamp_min(0).sqrt()
+    for t in range(1, length):  # a loop over positions, vectorised over heads and samples
+        z[:, :, t] = rho * z[:, :, t - 1] + scale * eps[:, :, t]
+    shared = torch.randn(b, samples, 1, d, generator=gen, dtype=torch.float64)
+    c = c_inf.clamp(0, 1).view(b, 1, 1, 1)
+    z = c.sqrt() * shared + (1 - c).sqrt() * z
+    u = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    sigma2 = torch.log1p(cv * cv).view(b, 1, 1)
+    xi = torch.randn(b, samples, length, generator=gen, dtype=torch.float64)
+    r = torch.exp(sigma2.sqrt() * xi - sigma2 / 2)
+    rest = torch.ones(length, dtype=torch.bool)
+    rest[sink] = False
+    r[:, :, sink] = lam.view(b, 1) * r[:, :, rest].mean(-1)
+    return r.unsqueeze(-1) * u
+
+
+def simulate_heads(
+    alpha: Float[Tensor, "heads key"],
+    n: Sequence[int],
+    *,
+    d: int,
+    params: Float[Tensor, "heads 4"],
+    samples: int = 8,
+    sink: int = 0,
+    seed: int = 0,
+    chunk: int = 8,
+) -> SimulatedSeparability:
+    """The envelope per head: expected P, R, F of each head under its own fitted model.
+
+    Head h: weights ``alpha[h]`` (its mean final-query profile), values from the
+    assumption model with its own ``params[h] = (cv, lam, beta, c_inf)`` (norm CV, sink
+    compression, cosine decay and plateau, the shared mean direction);
+    ``E[P_N] = mean over samples of separability(alpha_h, V, N)``. Averaging the
+    ``[heads, N]`` result over heads is averaging as ``metrics.csv`` does. Heads go
+    ``chunk`` at a time (memory ``chunk x samples x L x d``). Spec: geometry.md,
+    "Bounds", last item.
+    """
+    check_weights(alpha)
+    ns = check_n(list(n), alpha.shape[-1])
+    if params.shape != (alpha.shape[0], 4):
+        raise TlGeomError(f"params must be [heads, 4], got {tuple(params.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    stats: list[list[Tensor]] = []
+    for lo in range(0, alpha.shape[0], chunk):  # chunks of heads: memory, not math
+        a = alpha[lo : lo + chunk].double()
+        v = _sample_rows(a.shape[-1], d, params[lo : lo + chunk], samples, sink, gen)
+        res = separability(a.unsqueeze(1).expand_as(v[..., 0]).contiguous(), v, list(ns))
+        prf = [x.double() for x in (res.precision, res.recall, res.f1)]
+        stats.append(
+            [x.mean(1) for x in prf]
+            + [x.std(1, unbiased=False) for x in prf]
+            + [res.perfect.double().mean(1)]
+        )
+    p, r, f, ps, rs, fs, perfect = (torch.cat(c) for c in zip(*stats, strict=True))
+    return SimulatedSeparability(ns, p, ps, r, rs, f, fs, perfect)

@@ -14,8 +14,9 @@ import pandas as pd
 import torch
 
 from tl_geom.geometry.clustering import cluster_agreement
+from tl_geom.geometry.diagnostics import norm_cv_positions
 from tl_geom.geometry.profile import attention_profile
-from tl_geom.geometry.simulation import simulate_separability
+from tl_geom.geometry.simulation import simulate_heads
 from tl_geom.geometry.taxonomy import TaxonomyConfig, classify_heads
 from tl_geom.jobs.results import AttentionView
 from tl_geom.jobs.window import (
@@ -27,6 +28,7 @@ from tl_geom.jobs.window import (
     PRF_KEYS,
     RADIUS_KEYS,
     RANDOM_KEYS,
+    VALUE_NORMS,
     WindowSpec,
 )
 
@@ -72,7 +74,9 @@ def aggregate(
     return Tables(
         metrics=pd.DataFrame(metrics),
         heads=pd.DataFrame(heads),
-        envelope=_envelope(stack, profiles, spec, d_head=d_head, samples=samples),
+        envelope=_envelope(
+            stack, profiles, spec, np.asarray(heads["type"]), d_head=d_head, samples=samples
+        ),
         profiles=profiles.float().numpy(),
         view=_attention_view(per_window[0], stack, spec, view_tokens),
         summary={"taxonomy": types_summary},
@@ -110,14 +114,40 @@ def _heads_table(
     heads: dict[str, Any] = {
         "layer": np.repeat(np.array(spec.layers), n_heads),
         "head": np.tile(np.arange(n_heads), n_layers),
+        "kv_head": np.tile(np.arange(n_heads) // _groups(stack, n_heads), n_layers),
         "type": "unclassified",
     }
     for key in HEAD_KEYS:
         if key in stack:
             heads[key] = stack[key].double().nanmean(0).flatten().numpy()
+    heads.update(_positional_cv(stack, n_heads))
     heads["profile_r2"] = fit.r2.flatten().numpy()
     heads["profile_holds"] = fit.holds.flatten().numpy()
     return heads
+
+
+def _groups(stack: dict[str, torch.Tensor], n_heads: int) -> int:
+    """Query heads per KV head (from the ``[W, layer, KV, L]`` value norms; 1 without them)."""
+    return n_heads // stack[VALUE_NORMS].shape[2] if VALUE_NORMS in stack else 1
+
+
+def _positional_cv(stack: dict[str, torch.Tensor], n_heads: int) -> dict[str, np.ndarray]:
+    """``norm_cv_positions`` (sampling part removed) and ``norm_cv_positions_raw`` per head.
+
+    From the ``[W, layer, KV, L]`` value norms of the windows
+    (:func:`tl_geom.geometry.diagnostics.norm_cv_positions`), repeated to the query
+    heads of each KV group; NaN when the windows carry no norms (older window files).
+    """
+    if VALUE_NORMS not in stack:
+        nan = np.full(stack["precision"].shape[1] * n_heads, np.nan)
+        return {"norm_cv_positions": nan, "norm_cv_positions_raw": nan.copy()}
+    norms = stack[VALUE_NORMS].double()
+    res = norm_cv_positions(norms)
+    groups = _groups(stack, n_heads)
+    return {
+        "norm_cv_positions": res.cv.repeat_interleave(groups, -1).flatten().numpy(),
+        "norm_cv_positions_raw": res.cv_raw.repeat_interleave(groups, -1).flatten().numpy(),
+    }
 
 
 def _head_types(
@@ -157,44 +187,59 @@ def _nanstd(x: torch.Tensor) -> torch.Tensor:
     return ((x - mean) ** 2).nanmean(0).sqrt()
 
 
+def _head_params(stack: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[heads, 4]``: each head's cv, lambda, beta, c_inf fitted over the windows [ours].
+
+    cv and lambda: window means; beta and c_inf: window medians of the fits (a head
+    whose decay fit failed in every window gets ``beta = inf``, independent directions,
+    and ``c_inf = 0``).
+    """
+    cv = stack["norm_cv_tokens"].double().nanmean(0).flatten()
+    lam = stack["sink_lambda"].double().nanmean(0).flatten()
+    beta = stack["beta"].double().nanmedian(0).values.flatten()
+    beta = torch.where(torch.isfinite(beta) & (beta > 0), beta, math.inf)
+    if "c_inf" in stack:
+        c_inf = stack["c_inf"].double().nanmedian(0).values.flatten()
+    else:
+        c_inf = torch.zeros_like(cv)
+    c_inf = torch.nan_to_num(c_inf, nan=0.0).clamp(0.0, 0.99)
+    cv, lam = torch.nan_to_num(cv, nan=0.0), torch.nan_to_num(lam, nan=1.0)
+    return torch.stack([cv, lam, beta, c_inf], -1)
+
+
 def _envelope(
     stack: dict[str, torch.Tensor],
     profiles: torch.Tensor,
     spec: WindowSpec,
+    types: np.ndarray,
     *,
     d_head: int,
     samples: int,
 ) -> pd.DataFrame:
-    """Expected P/R/F under the assumption model fitted to the whole model [ours].
+    """Expected P/R/F per N, each head simulated from its own fitted model [ours].
 
-    One curve for the model: the median over heads of the value-norm CV, the sink
-    compression and the cosine decay beta (infinite when no head's fit is positive),
-    and the mean final-query profile over all heads and windows as the weights.
+    :func:`tl_geom.geometry.simulation.simulate_heads` with each head's mean
+    final-query profile and its parameters (:func:`_head_params`), then the mean over
+    heads, as ``metrics.csv`` is averaged; ``precision_<type>`` etc. are the means over
+    the heads of each type. ``*_std``: std over heads of the per-head expectations.
+    ``samples // 8`` draws per head [ours]: the mean over heads averages the rest.
     """
-    cv = float(stack["norm_cv"].double().nanmedian())
-    lam = float(stack["sink_lambda"].double().nanmedian())
-    betas = stack["beta"].double()
-    betas = betas[torch.isfinite(betas) & (betas > 0)]
-    beta = float(betas.median()) if betas.numel() else math.inf
-    alpha = profiles.mean((0, 1))
-    alpha = alpha / alpha.sum()
-    sim = simulate_separability(
-        alpha, list(spec.n), d=d_head, cv=cv, lam=lam, beta=beta, samples=samples, seed=spec.seed
+    alpha = profiles.reshape(-1, profiles.shape[-1])
+    alpha = alpha / alpha.sum(-1, keepdim=True)
+    params = _head_params(stack)
+    sim = simulate_heads(
+        alpha, list(spec.n), d=d_head, params=params, samples=max(1, samples // 8), seed=spec.seed
     )
-    return pd.DataFrame(
-        {
-            "n": list(spec.n),
-            "precision": sim.precision.numpy(),
-            "recall": sim.recall.numpy(),
-            "f1": sim.f1.numpy(),
-            "precision_std": sim.precision_std.numpy(),
-            "recall_std": sim.recall_std.numpy(),
-            "f1_std": sim.f1_std.numpy(),
-            "cv": cv,
-            "lam": lam,
-            "beta": beta,
-        }
-    )
+    out: dict[str, Any] = {"n": list(spec.n)}
+    for key in ("precision", "recall", "f1"):
+        val = getattr(sim, key)
+        out[key] = val.mean(0).numpy()
+        out[f"{key}_std"] = val.std(0, unbiased=False).numpy()
+    for t in dict.fromkeys(types.tolist()):
+        pick = torch.as_tensor(types == t)
+        for key in ("precision", "recall", "f1"):
+            out[f"{key}_{t}"] = getattr(sim, key)[pick].mean(0).numpy()
+    return pd.DataFrame(out)
 
 
 def _attention_view(

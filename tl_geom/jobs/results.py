@@ -9,13 +9,17 @@ in ``--out`` are its parts:
   c_last, c_sink`` (``f1_gap_std_random``: the SD over windows of ``F1 - F1 random``, for
   the headline interval; the taxonomy curves ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of
   the final query).
-- ``heads.csv``: one row per head: ``layer, head, type, sink_mass, entropy, norm_cv,
-  norm_cv_holds, sink_lambda, sink_compressed, beta, beta_r2, decay_holds, rho0,
-  last_token, profile_r2, profile_holds``, then the taxonomy features ``mass_sink,
-  mass_last, mass_rest, retriever, mixer, reset`` (which rules matched),
-  ``c_last_early, c_last_late, c_sink_early, c_sink_late, c_last_min, c_last_weak_max,
-  share_sink, share_last, share_rest`` and the k-means ``cluster``. ``type`` is
-  ``Retriever``, ``Mixer``, ``Reset`` or ``unclear`` (:mod:`tl_geom.geometry.taxonomy`).
+- ``heads.csv``: one row per head: ``layer, head, kv_head`` (its KV group), ``type,
+  sink_mass, entropy, norm_cv_tokens`` (CV of ``||v_i||`` over the tokens of one
+  window, mean over windows), ``norm_cv_holds, sink_lambda, sink_compressed, beta,
+  beta_r2, c_inf`` (the cosine decay's plateau), ``decay_holds, rho0, last_token,
+  norm_cv_positions`` (CV over positions of the mean norm at each position across
+  windows, sampling part removed; ``norm_cv_positions_raw`` keeps it), ``profile_r2,
+  profile_holds``, then the taxonomy features ``mass_sink, mass_last, mass_rest,
+  retriever, mixer, reset`` (which rules matched), ``c_last_early, c_last_late,
+  c_sink_early, c_sink_late, c_last_min, c_last_weak_max, share_sink, share_last,
+  share_rest`` and the k-means ``cluster``. ``type`` is ``Retriever``, ``Mixer``,
+  ``Reset`` or ``unclear`` (:mod:`tl_geom.geometry.taxonomy`).
 - ``envelope.csv``: the expected P/R/F under the fitted assumption model, per N:
   ``n, precision, recall, f1, precision_std, recall_std, f1_std``.
 - ``profiles.npy``: ``[layer, head, key]`` mean final-query attention over windows.

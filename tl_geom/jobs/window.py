@@ -16,9 +16,9 @@ from torch import Tensor
 from tl_geom._checks import row_sum_atol
 from tl_geom.geometry.all_queries import separability_all_queries_streamed
 from tl_geom.geometry.baseline import random_separability
+from tl_geom.geometry.decay import cosine_decay
 from tl_geom.geometry.diagnostics import (
     attention_entropy,
-    cosine_decay,
     norm_stability,
     sink_mass,
     sink_similarity,
@@ -39,12 +39,13 @@ RANDOM_KEYS = ("precision_random", "recall_random", "f1_random")
 HEAD_KEYS = (
     "sink_mass",
     "entropy",
-    "norm_cv",
+    "norm_cv_tokens",
     "norm_cv_holds",
     "sink_lambda",
     "sink_compressed",
     "beta",
     "beta_r2",
+    "c_inf",
     "decay_holds",
     "rho0",
     "last_token",
@@ -53,6 +54,7 @@ HEAD_KEYS = (
 C_LAST, C_SINK = "c_last", "c_sink"
 CURVE_KEYS = (C_LAST, C_SINK)
 MASS_KEYS = ("mass_sink", "mass_last", "mass_rest")
+VALUE_NORMS = "value_norms"
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,13 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     recomputed from q and k by the sdpa backend), so the all-query metrics take the
     pattern ``chunk`` rows at a time and never need it whole.
 
-    Returns ``[H, N]`` top-N and random-baseline metrics, ``[H]`` head diagnostics and
-    the ``[H, L]`` final-query row (the attention profile). The taxonomy signals
-    (``c_last``, ``c_sink`` ``[H, N]`` and the mass split,
-    :func:`tl_geom.geometry.taxonomy.head_curves`)
-    always refer to the final query, also with ``queries="all"`` [ours]: the spec defines
-    them for the query's own position q, and averaging cosines over rows of different
-    lengths would mix N regimes.
+    Returns ``[H, N]`` top-N and random-baseline metrics, ``[H]`` head diagnostics,
+    the ``[H, L]`` final-query row (the attention profile) and the ``[KV, L]`` value
+    norms per KV head and position (``value_norms``, for the CV over positions). The
+    taxonomy signals (``c_last``, ``c_sink`` ``[H, N]`` and the mass split,
+    :func:`tl_geom.geometry.taxonomy.head_curves`) always refer to the final query, also
+    with ``queries="all"`` [ours]: the spec defines them for the query's own position q,
+    and averaging cosines over rows of different lengths would mix N regimes.
     """
     length = v_kv.shape[1]
     raw = rows([length - 1])[:, 0]  # [H, L], the final query
@@ -146,12 +148,13 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     norms = norm_stability(kv_values)
     decay = cosine_decay(kv_values)
     per_kv = {
-        "norm_cv": norms.cv,
+        "norm_cv_tokens": norms.cv,
         "norm_cv_holds": norms.stable.double(),
         "sink_lambda": norms.lam,
         "sink_compressed": norms.compressed.double(),
         "beta": decay.beta,
         "beta_r2": decay.r2,
+        "c_inf": decay.c_inf,
         "decay_holds": decay.holds.double(),
         "rho0": sink_similarity(kv_values),
     }
@@ -164,6 +167,9 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     curves = head_curves(alpha, values, list(spec.n), query=alpha.shape[-1] - 1, s=s_n)
     for key in (*CURVE_KEYS, *MASS_KEYS):
         out[key] = getattr(curves, key)
+    # [KV, L] per-position value norms, for norm_cv_positions across windows (aggregate);
+    # float32 in the window files: the CV needs relative precision ~1e-4, not 1e-16.
+    out[VALUE_NORMS] = kv_values.norm(dim=-1).float()
     out["profile"] = alpha  # float64: the 4-segment fit amplifies float32 rounding
     return {k: v.detach().cpu() for k, v in out.items()}
 
