@@ -23,6 +23,7 @@ import numpy as np
 from tl_geom.errors import TlGeomError
 
 __all__ = [
+    "INCONCLUSIVE",
     "NOT",
     "PARTLY",
     "REPRODUCED",
@@ -39,13 +40,14 @@ __all__ = [
     "plot_data",
 ]
 
-Verdict = Literal["reproduced", "partly", "not reproduced"]
+Verdict = Literal["reproduced", "partly", "not reproduced", "inconclusive"]
 REPRODUCED: Verdict = "reproduced"
 PARTLY: Verdict = "partly"
 NOT: Verdict = "not reproduced"
+INCONCLUSIVE: Verdict = "inconclusive"
 Numbers = Sequence[int | float] | np.ndarray
 """A 1-d sequence of numbers: a list or a numpy array."""
-VERDICTS: tuple[Verdict, ...] = (REPRODUCED, PARTLY, NOT)
+VERDICTS: tuple[Verdict, ...] = (REPRODUCED, PARTLY, NOT, INCONCLUSIVE)
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,20 @@ class Finding:
     Attributes:
         numbers: the figures the verdict used (JSON-serialisable).
         measured: the same, as a short text for ``claims.csv``.
-        verdict: ``reproduced``, ``partly`` or ``not reproduced``.
+        verdict: ``reproduced``, ``partly``, ``not reproduced`` or ``inconclusive`` (too
+            little data to decide).
         plot: ``kind`` (``line``/``bar``), ``x``, ``series`` (label -> ys), ``xlabel``,
             ``ylabel``, ``logx``, ``logy`` and an optional paper ``band`` (lo, hi).
+        n: the sample size behind the verdict (None: not a sampled quantity).
+        interval: the interval of the judged figure (None: none).
     """
 
     numbers: dict[str, Any]
     measured: str
     verdict: Verdict
     plot: dict[str, Any] = field(default_factory=dict[str, Any])
+    n: int | None = None
+    interval: tuple[float, float] | None = None
 
 
 def is_finite(x: float) -> bool:

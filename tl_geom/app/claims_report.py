@@ -86,7 +86,8 @@ def write_claims_report(rows: list[dict[str, Any]], run: dict[str, Any], path: P
     from tl_geom.app.plotting import plot_style
 
     counts = {
-        v: sum(r["verdict"] == v for r in rows) for v in ("reproduced", "partly", "not reproduced")
+        v: sum(r["verdict"] == v for r in rows)
+        for v in ("reproduced", "partly", "not reproduced", "inconclusive")
     }
     claims = table(
         ("claim", "paper", "model", "measured", "verdict"),

@@ -15,9 +15,9 @@ sets, through the library's own functions (nothing is re-implemented here):
 Each claim is judged by a function of its paper's claims module, with its verdict rule
 beside it (:mod:`tl_geom.geometry.claims`, :mod:`tl_geom.geometry.assumption_claims`,
 :mod:`tl_geom.normalization.claims`, :mod:`tl_geom.sinks.claims`). ``reproduce(out=DIR)``
-writes ``claims.csv`` (``claim, paper, source, model, measured, verdict``), ``claims.html``
-(a plot per claim, offline) and ``reproduce.json`` (budget, numbers, plot data, timings
-per experiment and claim).
+writes ``claims.csv`` (``claim, paper, source, model, measured, verdict, n, interval``),
+``claims.html`` (a plot per claim, offline) and ``reproduce.json`` (budget, numbers, plot
+data, timings per experiment and claim).
 """
 
 import json
@@ -63,8 +63,13 @@ __all__ = [
 CLAIMS: dict[str, ClaimText] = {**gc.CLAIMS, **nc.CLAIMS, **sc.CLAIMS}
 """Claim id -> text, paper and section, over the three papers (their ``claims`` modules)."""
 
-COLUMNS = ("claim", "paper", "source", "model", "measured", "verdict")
+COLUMNS = ("claim", "paper", "source", "model", "measured", "verdict", "n", "interval")
 DEFAULT_MODELS = ("smollm2-135m", "minilm-l6")
+
+
+def _interval_text(interval: tuple[float, float] | None) -> str:
+    """``"lo..hi"`` (``g`` form) of a Finding's interval, ``""`` without one."""
+    return "" if interval is None else f"{interval[0]:g}..{interval[1]:g}"
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class ClaimRow:
             "model": self.model,
             "measured": self.finding.measured,
             "verdict": self.finding.verdict,
+            "n": self.finding.n,
+            "interval": _interval_text(self.finding.interval),
             "claim_id": self.claim_id,
             "numbers": self.finding.numbers,
             "plot": self.finding.plot,
@@ -103,7 +110,10 @@ class Reproduction:
     run: dict[str, Any]
 
     def to_frame(self) -> pd.DataFrame:
-        """The ``claims.csv`` table: ``claim, paper, source, model, measured, verdict``."""
+        """The ``claims.csv`` table: ``claim, ..., verdict, n, interval`` (:data:`COLUMNS`).
+
+        ``n``/``interval``: the sample size and interval behind the verdict, where there are.
+        """
         return pd.DataFrame([{k: r.to_dict()[k] for k in COLUMNS} for r in self.rows])
 
     def save(self, out: Path) -> None:

@@ -174,9 +174,9 @@ def plot_sink_shift(frame: pd.DataFrame, ax: Any = None, *, title: str | None = 
         fig, ax = plt.subplots(figsize=(7, 4))
     else:
         fig = ax.figure
-    k = frame["k"].iloc[0]
+    k = int(frame["k"].iloc[0])
     frame = pd.DataFrame(frame[frame["k"] == k])
-    sweep = frame["edited_layer"].nunique() > 1
+    sweep = bool(frame["edited_layer"].nunique() > 1)
     data = shift_summary(frame) if sweep else frame
     x = "edited_layer" if sweep else "layer"
     first = data[(data["arm"] == data["arm"].iloc[0]) & (data["lam"] == data["lam"].iloc[0])]
@@ -186,7 +186,7 @@ def plot_sink_shift(frame: pd.DataFrame, ax: Any = None, *, title: str | None = 
     for arm, style in (("amplify", "-"), ("control", "--")):
         for j, lam in enumerate(lams):
             sel = data[(data["arm"] == arm) & (data["lam"] == lam)]
-            if len(sel):
+            if len(sel) > 0:
                 color = cmap(j / max(len(lams) - 1, 1))
                 ax.plot(sel[x], sel["imp_k_after"], style, color=color, label=f"{arm} λ={lam:g}")
     ax.set_xlabel("edited layer (imp downstream)" if sweep else "layer")
