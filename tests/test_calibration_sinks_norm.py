@@ -63,3 +63,84 @@ def test_headnorm_without_a_baseline_sink_is_inconclusive() -> None:
     summary["sink_rate"] = [0.6, 0.0]
     summary["dom_ratio"] = [80.0, 30.0]
     assert sc.claim_headnorm(summary, 100).verdict == claim.REPRODUCED
+
+
+GRID = [1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64]
+
+
+def _heads(rng: np.random.Generator, windows: int, n_star: list[int]) -> tuple:
+    """d~ samples [window, head, N]: top-N differs from random (3 sd) exactly below N*_h."""
+    import torch
+
+    grid = np.array(GRID)
+    random = rng.standard_normal((windows, len(n_star), len(GRID)))
+    top = rng.standard_normal((windows, len(n_star), len(GRID)))
+    shift = 3.0 * (grid[None, :] < np.array(n_star)[:, None])  # [head, N]
+    return torch.tensor(top + shift[None]), torch.tensor(random)
+
+
+@pytest.mark.parametrize("windows", [32, 128])
+def test_critical_n_by_head_recovers_known_n_star(windows: int) -> None:
+    from tl_geom.normalization.critical import critical_n_by_head
+
+    truth = [2, 6, 11, 23, 45]
+    rng = np.random.default_rng(windows)
+    misses = 0
+    for _ in range(10):
+        top, rnd = _heads(rng, windows, truth)
+        got = critical_n_by_head(top, rnd, GRID).n_star.numpy()
+        step = [abs(GRID.index(int(g)) - GRID.index(t)) if np.isfinite(g) else 99
+                for g, t in zip(got, truth, strict=True)]  # fmt: skip
+        misses += sum(s > 1 for s in step)
+    assert misses <= 1  # within one grid step, at both sample sizes (50 heads, ~1% slack)
+
+
+def test_critical_n_by_head_shapes_and_literal() -> None:
+    import torch
+    from scipy.stats import ks_2samp
+
+    from tl_geom.errors import TlGeomError
+    from tl_geom.normalization.critical import critical_n_by_head
+
+    rng = np.random.default_rng(1)
+    top, rnd = _heads(rng, 40, [4, 100])
+    res = critical_n_by_head(top, rnd, GRID)
+    for h in range(2):  # the slow way: one scipy test per head and N
+        for j in range(len(GRID)):
+            ref = ks_2samp(top[:, h, j].numpy(), rnd[:, h, j].numpy(), method="exact")
+            assert float(res.pvalue[h, j]) == pytest.approx(ref.pvalue, rel=1e-6, abs=1e-12)
+    assert res.windows == 40 and np.isnan(float(res.n_star[1]))  # rejects at every N of the grid
+    frame = res.to_frame(256)
+    assert len(frame) == 2 * len(GRID) and set(frame["length"]) == {256}
+    with pytest.raises(TlGeomError, match="windows"):
+        critical_n_by_head(top[:1], rnd[:1], GRID)
+    with pytest.raises(TlGeomError, match="ns"):
+        critical_n_by_head(top, rnd, GRID[::-1])
+    bare = getattr(critical_n_by_head, "__wrapped__", critical_n_by_head)  # no beartype
+    with pytest.raises(TlGeomError, match="differ"):
+        bare(top, rnd[:5], GRID)
+    del torch
+
+
+def test_critical_n_claim_on_synthetic_heads() -> None:
+    import pandas as pd
+
+    from tl_geom.normalization import claims as nc
+    from tl_geom.normalization.critical import critical_n_by_head
+
+    rng = np.random.default_rng(2)
+    frames = []
+    for length in (64, 128, 256, 512):  # N* = 0.06 L by construction, 32 windows
+        truth = [min(GRID, key=lambda g, x=length: abs(g - 0.06 * x))] * 4
+        top, rnd = _heads(rng, 32, truth)
+        frames.append(critical_n_by_head(top, rnd, GRID).to_frame(length))
+    f = nc.claim_critical_n(pd.concat(frames, ignore_index=True))
+    assert f.verdict == claim.REPRODUCED and f.n == 32
+    frames = []
+    for length in (64, 128, 256, 512):  # N* = 2 at every L: a constant, not 0.06 L
+        top, rnd = _heads(rng, 32, [2] * 4)
+        frames.append(critical_n_by_head(top, rnd, GRID).to_frame(length))
+    assert nc.claim_critical_n(pd.concat(frames, ignore_index=True)).verdict == claim.NOT
+    top, rnd = _heads(rng, 8, [4] * 4)  # 8 windows: underpowered
+    small = [critical_n_by_head(top, rnd, GRID).to_frame(x) for x in (64, 128)]
+    assert nc.claim_critical_n(pd.concat(small, ignore_index=True)).verdict == claim.INCONCLUSIVE

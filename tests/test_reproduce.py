@@ -81,11 +81,13 @@ CASES = [
     (nc.distance_plateau_verdict, ([1, 5, 20, 50, 100], [9, 6, 5, 5.1, 5.2]), R),
     (nc.distance_plateau_verdict, ([1, 5, 20, 50, 100], [5, 5, 5, 5.5, 5.9]), P),
     (nc.distance_plateau_verdict, ([1, 5, 20, 100], [1, 2, 5, 9]), N),
-    (nc.critical_n_verdict, ([64, 256, 1024], [4, 16, 61]), R),
-    (nc.critical_n_verdict, ([64, 256, 1024], [16, 64, 200]), P),
-    (nc.critical_n_verdict, ([64, 256, 1024], [1, 1, 2]), P),
-    (nc.critical_n_verdict, ([64, 256, 1024], [1, 1, 1]), N),
-    (nc.critical_n_verdict, ([64, 256, 1024], [NAN, NAN, 40]), N),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.06, 0.0625, 0.06], 32), R),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.2, 0.25, 0.2], 32), P),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.0156, 0.004, 0.002], 32), N),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.0156, 0.0156, 0.0156], 32), P),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.06, 0.06, 0.06], 31), INC),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.06, np.inf, 0.06], 64), P),
+    (nc.critical_n_verdict, ([64, 256, 1024], [np.inf, np.inf, np.inf], 64), N),
     (nc.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.8, 0.75, 0.72]), R),
     (nc.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.5, 0.45, 0.4]), P),
     (nc.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.95, 0.5, 0.3]), N),
@@ -165,7 +167,7 @@ def test_every_rule_can_say_every_verdict():
     assert sorted(said) == sorted(rules)
     for name, verdicts in said.items():  # "inconclusive" only where a rule has a sample size
         assert {R, P, N} <= verdicts <= set(claim.VERDICTS), name
-    for rule in (sc.variance_amplification_verdict, sc.headnorm_verdict):
+    for rule in (sc.variance_amplification_verdict, sc.headnorm_verdict, nc.critical_n_verdict):
         assert INC in said[rule.__name__], rule.__name__
 
 
@@ -230,7 +232,8 @@ def test_claim_functions_on_synthetic_tables():
 def _tiny_budget() -> Budget:
     return Budget(
         windows=1, ctx=32, draws=2, norm_windows=1, norm_ctx=64, norm_draws=1, grad_rows=8,
-        sink_samples=2, sink_len=16, position=4, positions=(4, 6), shift_samples=2,
+        ks_windows=4, ks_chunk=2, sink_samples=2, sink_len=16, position=4, positions=(4, 6),
+        shift_samples=2,
         lams=(4.0, 16.0), sparsify_windows=1,
         sparsify_ctx=16, heldout=1, seeds=1, fractions=(0.5,),
         headnorm=StudyConfig(

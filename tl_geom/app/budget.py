@@ -21,6 +21,8 @@ class Budget:
         norm_windows, norm_ctx: final-query rows for the normalization experiments
             (shorter L: the first L keys of the same rows, renormalised [ours]).
         norm_draws: random subsets per row for d~; ``grad_rows``: rows for g(T, eps).
+        ks_windows, ks_chunk: real L-token windows per L for d~ vs L and the per-head KS
+            test (the same number at every L; >= 32 for a decisive test), run in chunks.
         temperatures, eps: the g(T, eps) grid (must hold T = 0.01 and 1).
         sink_samples, sink_len: corpus windows for the sink measures (paper: 100 x 64).
         position, lams: k of the self-only mask (paper: k = 10) and the lam grid.
@@ -38,6 +40,8 @@ class Budget:
     norm_windows: int = 2
     norm_ctx: int = 512
     norm_draws: int = 4
+    ks_windows: int = 32
+    ks_chunk: int = 4
     grad_rows: int = 128
     temperatures: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
     eps: tuple[float, ...] = (1e-3, 1e-1, 10.0)
@@ -56,9 +60,11 @@ class Budget:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("windows", "draws", "norm_windows", "norm_draws", "grad_rows"):
+        for name in ("windows", "draws", "norm_windows", "norm_draws", "grad_rows", "ks_chunk"):
             if getattr(self, name) < 1:
                 raise TlGeomError(f"{name}={getattr(self, name)}; expected >= 1")
+        if self.ks_windows < 2:
+            raise TlGeomError(f"ks_windows={self.ks_windows}; expected >= 2 (32 to decide)")
         for name in ("sink_samples", "shift_samples", "sparsify_windows", "heldout", "seeds"):
             if getattr(self, name) < 1:
                 raise TlGeomError(f"{name}={getattr(self, name)}; expected >= 1")
