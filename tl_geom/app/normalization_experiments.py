@@ -20,7 +20,7 @@ from tl_geom.normalization.distinguishability import (
     cumulative_distance,
     random_cumulative_distance,
 )
-from tl_geom.normalization.softmax_bounds import gradient_sensitivity
+from tl_geom.normalization.softmax_bounds import gradient_sensitivity, saturation_share
 from tl_geom.normalization.tables import distance_vs_n, distinguishability_vs_n
 
 __all__ = ["normalization_experiment", "per_length_tables"]
@@ -102,10 +102,11 @@ def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     pick = torch.linspace(0, rows.shape[0] - 1, min(b.grad_rows, rows.shape[0])).round().long()
     logits = rows[pick.unique()].clamp_min(torch.finfo(torch.float32).tiny).log()
     grad = gradient_sensitivity(logits, b.temperatures, b.eps, draws=4, seed=b.seed)
+    saturated = saturation_share(rows.clamp_min(torch.finfo(torch.float32).tiny).log())
     return [
         ("distance_length", nc.claim_distance_length(by_len)),
         ("distance_plateau", nc.claim_distance_plateau(by_n, top_len)),
         ("critical_n", nc.claim_critical_n(crit)),
         ("recall_saturation", nc.claim_recall_saturation(ratio)),
-        ("gradient_sensitivity", nc.claim_gradient_sensitivity(grad)),
+        ("gradient_sensitivity", nc.claim_gradient_sensitivity(grad, saturated)),
     ]

@@ -277,16 +277,26 @@ def recall_saturation_verdict(ns: Numbers, ratio: Numbers) -> Verdict:
     return REPRODUCED if flat and level else PARTLY if flat or level else NOT
 
 
-def claim_gradient_sensitivity(table: pd.DataFrame) -> Finding:
+def claim_gradient_sensitivity(table: pd.DataFrame, saturated: float = math.nan) -> Finding:
     """``g(T, eps)`` against T, one curve per eps; the verdict of each eps, combined.
 
-    Verdict: :func:`gradient_sensitivity_verdict` per eps; reproduced if
-    every eps reproduces, not if none is at least partly, else partly.
+    An eps whose cap ``2/eps`` binds (``capped`` at any T <= 1: the change reaches half
+    its maximum) is reported but dropped from the verdict, and the text says so; the
+    analytic ``E ||J(z + eps xi, T) xi||`` is reported beside g. ``saturated``: the
+    share of rows whose top logit gap exceeds ``log L`` (at T = 1). Verdict:
+    :func:`gradient_sensitivity_verdict` per kept eps; reproduced if every kept eps
+    reproduces, not if none is at least partly, else partly; inconclusive if every eps
+    is capped.
     """
     parts, series, nums = [], {}, {}
     per_eps: list[Verdict] = []
+    dropped: list[str] = []
     for eps, grp in table.groupby("eps"):
         grp = grp.sort_values("temperature")
+        if "capped" in grp and bool(grp[grp["temperature"] <= 1.0]["capped"].any()):
+            dropped.append(f"{float(eps):g}")  # type: ignore[arg-type]
+            series[f"eps={float(eps):g} (capped)"] = grp["sensitivity"].to_numpy(np.float64)  # type: ignore[arg-type]
+            continue
         t, g = grp["temperature"].to_numpy(np.float64), grp["sensitivity"].to_numpy(np.float64)
         low = t <= 0.1
         k = loglog_slope(t[low], g[low])[0]
@@ -294,16 +304,26 @@ def claim_gradient_sensitivity(table: pd.DataFrame) -> Finding:
         per_eps.append(gradient_sensitivity_verdict(t, g))
         parts.append(f"eps {float(eps):g}: slope {fmt(k)}, g(0.01)/g(1) {fmt(drop, '.3g')}")  # type: ignore[arg-type]
         series[f"eps={float(eps):g}"] = g  # type: ignore[arg-type]
+        if "jacobian_at" in grp:
+            series[f"E||J(z+eps xi)|| eps={float(eps):g}"] = grp["jacobian_at"].to_numpy(np.float64)  # type: ignore[arg-type]
         nums[f"eps={float(eps):g}"] = {"slope_below_0.1": k, "drop_0.01_to_1": drop}  # type: ignore[arg-type]
     temps = sorted(table["temperature"].unique())
     verdict: Verdict = (
-        REPRODUCED
+        INCONCLUSIVE
+        if not per_eps
+        else REPRODUCED
         if all(v == REPRODUCED for v in per_eps)
         else NOT
         if all(v == NOT for v in per_eps)
         else PARTLY
     )
     text = "; ".join(parts) + " (1/T: slope -1, 100x)"
+    if dropped:
+        text += f"; eps {', '.join(dropped)} dropped (the cap 2/eps binds)"
+    if is_finite(saturated):
+        text += f"; {saturated:.0%} of rows saturated (top logit gap > log L)"
+    nums["dropped_eps"] = dropped
+    nums["saturated_share"] = saturated
     plot = plot_data(temps, series, xlabel="T", ylabel="g(T, eps)", logx=True, logy=True)
     return Finding(nums, text, verdict, plot)
 
