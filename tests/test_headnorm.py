@@ -88,11 +88,21 @@ def test_training_lowers_the_loss_and_is_seeded(one_thread: Any) -> None:
 
 def test_study_a_few_steps_and_cli(tmp_path: Any, capsys: Any) -> None:
     threads = torch.get_num_threads()
-    res = headnorm_study(steps=3, batch=4, val_windows=4, **SMALL)
+    res = headnorm_study(steps=3, batch=4, val_windows=4, log_every=2, **SMALL)
     assert torch.get_num_threads() == threads  # restored
     s = res.to_frame()
     assert list(s["arm"]) == ["baseline", "headnorm"]
-    assert set(s.columns) == {"arm", "val_loss", "effective_rank", "dom_ratio", "sink_rate"}
+    cols = {"arm", "val_loss", "effective_rank", "dom_ratio", "sink_rate", "sink_step"}
+    assert set(s.columns) == cols
+    # the sink rate is logged at steps 2 and 3 (the last) in each arm; the last log is the
+    # rate measured after training
+    log = res.sink_log
+    assert log is not None and list(log["step"]) == [2, 3, 2, 3]
+    last = log[log["step"] == 3].set_index("arm")["sink_rate"]
+    assert last.to_dict() == pytest.approx(s.set_index("arm")["sink_rate"].to_dict())
+    hits = log[(log["arm"] == "baseline") & (log["sink_rate"] > 0.3)]["step"]
+    want = float(hits.iloc[0]) if len(hits) else float("nan")
+    assert s["sink_step"].iloc[0] == pytest.approx(want, nan_ok=True)
     assert (s["val_loss"] > 0).all() and (s["effective_rank"] >= 1).all()
     assert len(res.by_layer) == 2 * 2 and set(res.by_layer["layer"]) == {0, 1}
     # the first training loss is the same in both arms' data and init up to HeadNorm
@@ -129,6 +139,8 @@ def test_bad_settings_are_clear_errors() -> None:
         StudyConfig(steps=0)
     with pytest.raises(TlGeomError, match="threads"):
         StudyConfig(threads=0)
+    with pytest.raises(TlGeomError, match="weight_decay"):
+        StudyConfig(weight_decay=-0.1)
     with pytest.raises(TlGeomError, match="unknown"):
         headnorm_study(stepz=3)
     with pytest.raises(TlGeomError, match="n_heads"):

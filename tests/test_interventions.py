@@ -5,18 +5,21 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tl_geom import TlGeomError
 from tl_geom.lens.hooks import count_hooks, hook_name
 from tl_geom.lens.interventions import (
     ablate_heads,
+    amplified,
     amplify_variance,
     mask_sink,
     move_sink,
     self_only_mask,
 )
 from tl_geom.sinks.measures import sink_profile
-from tl_geom.sinks.shift import plot_sink_shift, sink_shift
+from tl_geom.sinks.shift import plot_sink_shift, shift_summary, sink_shift
 
 CONFIGS = {
     "mha-rotary-rms": {"n_layers": 3},
@@ -79,13 +82,16 @@ def test_amplify_changes_exactly_the_targeted_position(model: Any) -> None:
         z, o = seen["z"], before[z1][:, 4]
         keep = [i for i in range(T) if i != 4]
         assert torch.equal(z[:, keep], before[z1][:, keep])
-        mu = o.mean(-1, keepdim=True)
-        expect = 3.0 * o if control else mu + 3.0 * (o - mu)
-        assert torch.allclose(z[:, 4], expect, atol=1e-6)
-        if not control:  # the mean over d_head is kept, the variance scales by lam^2
-            assert torch.allclose(z[:, 4].mean(-1), o.mean(-1), atol=1e-6)
-            ratio = z[:, 4].var(-1, unbiased=False) / o.var(-1, unbiased=False)
-            assert torch.allclose(ratio, torch.full_like(ratio, 9.0), rtol=1e-4)
+        seen["control" if control else "amplify"] = z[:, 4]
+    treat, ctl, o = seen["amplify"].double(), seen["control"].double(), before[z1][:, 4].double()
+    var = o.var(-1, unbiased=False)
+    # treatment: mean kept, variance x lam^2; control: variance kept, same norm as treatment
+    assert torch.allclose(treat.mean(-1), o.mean(-1), atol=1e-6)
+    assert torch.allclose(treat.var(-1, unbiased=False) / var, torch.full_like(var, 9.0), rtol=1e-4)
+    assert torch.allclose(ctl.var(-1, unbiased=False) / var, torch.ones_like(var), rtol=1e-4)
+    assert torch.allclose(ctl.norm(dim=-1), treat.norm(dim=-1), rtol=1e-5)
+    shift = ctl - o  # a constant c per head: o' = o + c 1
+    assert torch.allclose(shift, shift[..., :1].expand_as(shift), atol=1e-5)
 
 
 def test_amplify_in_last_layer_changes_only_logits_at_k(model: Any) -> None:
@@ -98,8 +104,8 @@ def test_amplify_in_last_layer_changes_only_logits_at_k(model: Any) -> None:
     assert changed[:, 7].all() and not changed[:, [i for i in range(T) if i != 7]].any()
 
 
-def test_control_scales_the_whole_output_so_mean_over_dims_scales(model: Any) -> None:
-    # Under the control the output at k is lam * o: layer 0's imp(k) is unchanged (the
+def test_control_edits_downstream_layers_only(model: Any) -> None:
+    # Under the control the output at k is o + c 1: layer 0's imp(k) is unchanged (the
     # pattern of the edited layer is computed before hook_z), as the math says.
     tokens = tokens_for()
     before = sink_profile(model, tokens)
@@ -259,6 +265,81 @@ def test_bad_input_is_a_clear_error(model: Any, make: Any, match: str) -> None:
     assert count_hooks(model) == 0
 
 
+def _slow_amplified(o: list[float], lam: float, control: bool) -> list[float]:
+    d = len(o)
+    mu = sum(o) / d
+    if not control:
+        return [mu + lam * (x - mu) for x in o]
+    target = sum((mu + lam * (x - mu)) ** 2 for x in o)  # the treatment's squared norm
+    lo, hi = (0.0, 1e6) if mu >= 0 else (-1e6, 0.0)  # bisect the new mean on mu's side
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        norm2 = sum((x - mu + mid) ** 2 for x in o)
+        lo, hi = ((mid, hi) if norm2 < target else (lo, mid)) if mu >= 0 else (
+            (lo, mid) if norm2 < target else (mid, hi))  # fmt: skip
+    return [x - mu + (lo + hi) / 2 for x in o]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.floats(-50, 50), min_size=2, max_size=8),
+    st.floats(1.0, 20.0),
+    st.booleans(),
+)
+def test_amplified_matches_slow_reference_and_properties(
+    o: list[float], lam: float, control: bool
+) -> None:
+    x = torch.tensor(o, dtype=torch.float64)
+    got = amplified(x, lam, control=control)
+    want = torch.tensor(_slow_amplified(o, lam, control), dtype=torch.float64)
+    assert torch.allclose(got, want, atol=1e-6 * (1 + float(x.abs().max()) * lam))
+    var = x.var(unbiased=False)
+    ratio = 1.0 if control else lam**2
+    assert torch.allclose(got.var(unbiased=False), var * ratio, rtol=1e-9, atol=1e-9)
+    treat = amplified(x, lam)
+    assert torch.allclose(got.norm(), treat.norm(), rtol=1e-9, atol=1e-9)
+
+
+def test_resid_site_edits_the_residual_stream(model: Any) -> None:
+    tokens = tokens_for()
+    r0 = hook_name(0, "resid_post")
+    _, before = run_cache(model, tokens, [r0])
+    seen: dict[str, torch.Tensor] = {}
+
+    def grab(x: torch.Tensor, hook: Any) -> None:
+        seen["x"] = x.detach().clone()
+
+    for control in (False, True):
+        iv = amplify_variance(model, position=4, lam=2.0, layers=0, control=control, site="resid")
+        assert [n for n, _ in iv.fwd_hooks] == [r0]
+        with iv, model.hooks(fwd_hooks=[(r0, grab)]), torch.no_grad():
+            model(tokens)
+        o, got = before[r0][:, 4].double(), seen["x"][:, 4].double()
+        ratio = got.var(-1, unbiased=False) / o.var(-1, unbiased=False)
+        assert torch.allclose(ratio, torch.full_like(ratio, 1.0 if control else 4.0), rtol=1e-4)
+    with pytest.raises(TlGeomError, match="site"):
+        unchecked(amplify_variance)(model, position=1, lam=2.0, site="mlp")
+    with torch.no_grad():  # bit-identical afterwards, no hooks left
+        assert torch.equal(model(tokens), model(tokens))
+    assert count_hooks(model) == 0
+
+
+def test_sink_shift_sweep_summary(model: Any) -> None:
+    tokens = tokens_for()
+    df = sink_shift(model, tokens, position=[4, 6], lams=[1.0, 8.0], layers=[0, 1], sweep=True)
+    assert len(df) == 2 * 2 * 2 * 2 * 3  # arms x edits x k x lams x measured layers
+    summ = shift_summary(df)
+    assert len(summ) == 2 * 2 * 2 * 2 and set(summ["edited_layer"]) == {0, 1}
+    assert (summ["n"] == 2).all() and (summ["delta_k_se"] >= 0).all()
+    one = df[(df["arm"] == "amplify") & (df["k"] == 4) & (df["lam"] == 8.0)]
+    one = one[(one["edited_layer"] == 1) & (one["layer"] == 2)]
+    with amplify_variance(model, position=4, lam=8.0, layers=[1]):
+        imp = sink_profile(model, tokens).imp.mean(2)[:, 2, 4]
+    assert float(one["imp_k_after"].iloc[0]) == pytest.approx(float(imp.mean()), abs=1e-12)
+    lam1 = summ[summ["lam"] == 1.0]
+    assert lam1["delta_k"].abs().max() < 1e-6  # lam = 1 is the identity in both arms
+
+
 def test_sink_shift_frame_and_plot(model: Any, tmp_path: Any) -> None:
     tokens = tokens_for()
     df = sink_shift(model, tokens, position=5, lams=[1.0, 4.0], layers=[0])
@@ -266,7 +347,7 @@ def test_sink_shift_frame_and_plot(model: Any, tmp_path: Any) -> None:
     base = sink_profile(model, tokens).imp.mean((0, 2))
     assert torch.allclose(torch.tensor(df["imp_k_before"].to_numpy()[:3]), base[:, 5], atol=1e-12)
     ctl1 = df[(df["arm"] == "control") & (df["lam"] == 1.0)]
-    assert (ctl1["imp_k_after"] == ctl1["imp_k_before"]).all()  # lam o with lam = 1 is exact
+    assert (ctl1["imp_k_after"] == ctl1["imp_k_before"]).all()  # c = 0 at lam = 1: exact
     assert list(df[df["lam"] == 4.0]["edited"])[:3] == [True, False, False]
     with pytest.raises(TlGeomError, match="position=12"):
         sink_shift(model, tokens, position=12, lams=[2.0])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
 
@@ -32,6 +32,7 @@ from tl_geom.normalization.softmax_bounds import (
     gradient_sensitivity,
     jacobian_entry_bound,
     jacobian_spectral_bound,
+    saturation_share,
     softmax_jacobian,
     softmax_weight_bounds,
 )
@@ -470,10 +471,17 @@ def test_paper_gradient_norm_bound_fails_counterexample():
 def test_gradient_sensitivity_table_and_limit():
     z = torch.randn(8, 64, dtype=torch.float64)
     df = gradient_sensitivity(z, [0.05, 1.0], [1e-6, 1e-1], draws=4)
-    assert list(df.columns) == ["temperature", "eps", "change", "sensitivity", "jacobian"]
+    assert list(df.columns) == [
+        "temperature", "eps", "change", "sensitivity", "jacobian", "jacobian_at", "capped"
+    ]  # fmt: skip
     assert len(df) == 4
     small = df[df["eps"] == 1e-6]
     np.testing.assert_allclose(small["sensitivity"], small["jacobian"], rtol=1e-4)
+    np.testing.assert_allclose(small["jacobian_at"], small["jacobian"], rtol=1e-4)
+    assert not df["capped"].any()
+    big = torch.randn(64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    capped = gradient_sensitivity(big, [0.01], [10.0], draws=4)  # change near its cap 2
+    assert capped["capped"].all() and (capped["sensitivity"] <= 2 / 10.0).all()
     again = gradient_sensitivity(z, [0.05, 1.0], [1e-6, 1e-1], draws=4)
     assert df.equals(again)
 
@@ -494,6 +502,36 @@ def test_gradient_sensitivity_matches_loop_reference():
                     tot += float((p - q).abs().sum())
             row = df[(df["temperature"] == t) & (df["eps"] == e)]
             assert float(row["change"].iloc[0]) == pytest.approx(tot / 6, rel=1e-12)
+            jac = 0.0  # the explicit Jacobian at the perturbed logits, times the same xi
+            for xi in xis:
+                for r in range(3):
+                    big_j = softmax_jacobian(z[r] + e * xi[r], t)
+                    jac += float((big_j @ xi[r]).abs().sum())
+            assert float(row["jacobian_at"].iloc[0]) == pytest.approx(jac / 6, rel=1e-10)
+
+
+def _slow_saturation(rows: list[list[float]], t: float) -> float:
+    hits = 0
+    for row in rows:
+        a, b = sorted(row, reverse=True)[:2]
+        hits += (a - b) > t * math.log(len(row))
+    return hits / len(rows)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.lists(st.floats(-30, 30), min_size=6, max_size=6), min_size=1, max_size=5),
+    st.floats(0.01, 5.0),
+    st.floats(-100, 100),
+)
+def test_saturation_share_reference_and_shift_invariance(rows, t, c):
+    z = torch.tensor(rows, dtype=torch.float64)
+    got = saturation_share(z, t)
+    assert got == pytest.approx(_slow_saturation(rows, t))
+    gaps = z.topk(2, -1).values
+    near = ((gaps[:, 0] - gaps[:, 1]) - t * math.log(6)).abs() < 1e-9 * (1 + abs(c))
+    if not bool(near.any()):  # away from the boundary a constant shift changes nothing
+        assert saturation_share(z + c, t) == got
 
 
 # ---------------------------------------------------------------- bad input

@@ -20,6 +20,7 @@ from tl_geom.sinks import claims as sc
 from tl_geom.sinks.headnorm import StudyConfig
 
 R, P, N, INC = claim.REPRODUCED, claim.PARTLY, claim.NOT, claim.INCONCLUSIVE
+SE = [0.01, 0.01, 0.01]
 NAN = math.nan
 
 # Each rule, fed synthetic numbers, must be able to give each verdict.
@@ -84,11 +85,13 @@ CASES = [
     (nc.distance_plateau_verdict, ([1, 5, 20, 50, 100], [9, 6, 5, 5.1, 5.2]), R),
     (nc.distance_plateau_verdict, ([1, 5, 20, 50, 100], [5, 5, 5, 5.5, 5.9]), P),
     (nc.distance_plateau_verdict, ([1, 5, 20, 100], [1, 2, 5, 9]), N),
-    (nc.critical_n_verdict, ([64, 256, 1024], [4, 16, 61]), R),
-    (nc.critical_n_verdict, ([64, 256, 1024], [16, 64, 200]), P),
-    (nc.critical_n_verdict, ([64, 256, 1024], [1, 1, 2]), P),
-    (nc.critical_n_verdict, ([64, 256, 1024], [1, 1, 1]), N),
-    (nc.critical_n_verdict, ([64, 256, 1024], [NAN, NAN, 40]), N),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.06, 0.0625, 0.06], 32), R),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.2, 0.25, 0.2], 32), P),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.0156, 0.004, 0.002], 32), N),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.0156, 0.0156, 0.0156], 32), P),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.06, 0.06, 0.06], 31), INC),
+    (nc.critical_n_verdict, ([64, 256, 1024], [0.06, np.inf, 0.06], 64), P),
+    (nc.critical_n_verdict, ([64, 256, 1024], [np.inf, np.inf, np.inf], 64), N),
     (nc.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.8, 0.75, 0.72]), R),
     (nc.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.5, 0.45, 0.4]), P),
     (nc.recall_saturation_verdict, ([2, 4, 16, 64, 256], [1, 0.9, 0.95, 0.5, 0.3]), N),
@@ -111,15 +114,47 @@ CASES = [
     (sc.self_only_verdict, (0.01, 0.1), R),
     (sc.self_only_verdict, (0.01, 0.02), P),
     (sc.self_only_verdict, (0.01, 0.019), N),
-    (sc.variance_amplification_verdict, (0.01, [0.02, 0.05, 0.2], [0.01, 0.02, 0.04]), R),
-    (sc.variance_amplification_verdict, (0.01, [0.02, 0.05, 0.2], [0.01, 0.05, 0.2]), P),
-    (sc.variance_amplification_verdict, (0.01, [0.02, 0.3, 0.2], [0.01, 0.02, 0.02]), P),
-    (sc.variance_amplification_verdict, (0.01, [0.02, 0.05, 0.09], [0.01, 0.02, 0.02]), N),
-    (sc.headnorm_verdict, (80.0, 72.0, 0.4, 0.1), R),
-    (sc.headnorm_verdict, (80.0, 73.0, 0.4, 0.1), P),
-    (sc.headnorm_verdict, (80.0, 30.0, 0.05, 0.0), P),
-    (sc.headnorm_verdict, (3.0, 3.1, 0.0, 0.05), N),
-    (sc.headnorm_verdict, (NAN, 3.1, 0.5, 0.0), N),
+    (
+        sc.variance_amplification_verdict,
+        (0.01, [0.02, 0.05, 0.2], SE, [0.01, 0.02, 0.04], SE, 100),
+        R,
+    ),
+    (
+        sc.variance_amplification_verdict,
+        (0.01, [0.02, 0.05, 0.2], SE, [0.01, 0.05, 0.2], SE, 100),
+        P,
+    ),
+    (
+        sc.variance_amplification_verdict,
+        (0.01, [0.02, 0.3, 0.2], SE, [0.01, 0.02, 0.02], SE, 100),
+        P,
+    ),
+    (
+        sc.variance_amplification_verdict,
+        (0.01, [0.02, 0.05, 0.05], SE, [0.01, 0.02, 0.02], SE, 100),
+        N,
+    ),
+    (
+        sc.variance_amplification_verdict,
+        (0.01, [0.02, 0.05, 0.2], SE, [0.01, 0.02, 0.04], SE, 5),
+        INC,
+    ),
+    (
+        sc.variance_amplification_verdict,
+        (0.01, [0.02, 0.05, 0.11], SE, [0.01, 0.02, 0.04], SE, 100),
+        INC,
+    ),
+    (
+        sc.variance_amplification_verdict,
+        (0.01, [0.02, 0.05, 0.2], SE, [0.01, 0.02, 0.09], SE, 100),
+        INC,
+    ),
+    (sc.headnorm_verdict, (80.0, 72.0, 0.4, 0.2), R),
+    (sc.headnorm_verdict, (80.0, 73.0, 0.4, 0.2), P),
+    (sc.headnorm_verdict, (80.0, 30.0, 0.4, 0.3), P),
+    (sc.headnorm_verdict, (3.0, 3.1, 0.4, 0.35), N),
+    (sc.headnorm_verdict, (80.0, 30.0, 0.3, 0.0), INC),
+    (sc.headnorm_verdict, (NAN, 3.1, 0.5, 0.0), INC),
 ]
 
 
@@ -135,7 +170,8 @@ def test_every_rule_can_say_every_verdict():
     rules = [n for m in (gc, gac, nc, sc) for n in m.__all__ if n.endswith("_verdict")]
     assert sorted(said) == sorted(rules)
     calibrated = {"rho0_recall_verdict", "value_norms_verdict", "cosine_decay_verdict",
-                  "four_phase_verdict"}  # fmt: skip  # these can also say "inconclusive"
+                  "four_phase_verdict", "variance_amplification_verdict", "headnorm_verdict",
+                  "critical_n_verdict"}  # fmt: skip  # these can also say "inconclusive"
     for name, verdicts in said.items():
         assert {R, P, N} <= verdicts <= set(claim.VERDICTS), name
         assert (INC in verdicts) == (name in calibrated), name
@@ -188,11 +224,13 @@ def test_claim_functions_on_synthetic_tables():
     assert rho[3.0] > 0.8 and rho[2.0] < -0.8
     assert gac.claim_rho0_recall(_metrics(0.1), heads).verdict == INC  # 6 KV heads: too few
     shift = pd.DataFrame(
-        {"arm": ["amplify"] * 2 + ["control"] * 2, "lam": [4.0, 16.0] * 2, "layer": 0,
-         "imp_k_before": 0.01, "imp_k_after": [0.05, 0.3, 0.01, 0.02]}
+        {"arm": ["amplify"] * 2 + ["control"] * 2, "site": "z", "k": 10, "lam": [4.0, 16.0] * 2,
+         "edited_layer": 0, "imp_k_before": 0.01, "imp_k_after": [0.05, 0.3, 0.01, 0.02],
+         "delta_k": 0.0, "delta_k_se": 0.01, "n": 100}
     )  # fmt: skip
-    amp = sc.claim_variance_amplification(shift, 10)
-    assert amp.numbers["amplify"] == [0.05, 0.3] and amp.verdict == R
+    amp = sc.claim_variance_amplification(shift)
+    assert amp.numbers["by_k"][0]["amplify"] == 0.3 and amp.verdict == R and amp.n == 100
+    assert amp.interval == pytest.approx((0.28, 0.32))
     var = np.array([[4.0, 1.0, 1.0], [1.0, 2.0, 1.0]])
     assert sc.claim_first_position_variance(var, var).numbers["share_layers"] == 0.5
 
@@ -200,7 +238,9 @@ def test_claim_functions_on_synthetic_tables():
 def _tiny_budget() -> Budget:
     return Budget(
         windows=1, ctx=32, draws=2, norm_windows=1, norm_ctx=64, norm_draws=1, grad_rows=8,
-        sink_samples=2, sink_len=16, position=4, lams=(4.0, 16.0), sparsify_windows=1,
+        ks_windows=4, ks_chunk=2, sink_samples=2, sink_len=16, position=4, positions=(4, 6),
+        shift_samples=2,
+        lams=(4.0, 16.0), sparsify_windows=1,
         sparsify_ctx=16, heldout=1, seeds=1, fractions=(0.5,),
         headnorm=StudyConfig(
             steps=2, batch=2, n_layers=1, n_heads=2, d_head=4, d_mlp=8, n_ctx=16, val_windows=2
@@ -228,7 +268,13 @@ def test_reproduce_end_to_end_tiny(tiny_dir: Path, tmp_path: Path):
     assert set(table["claim"]) == {c.claim for c in rp.CLAIMS.values()}
     assert set(table["model"]) == {str(tiny_dir), "tinylm-1x2"}
     assert table["measured"].str.len().min() > 10
-    pd.testing.assert_frame_equal(res.to_frame(), table, check_dtype=False)
+    sampled = ["n", "interval"]  # empty where a claim has no sample size (NaN once read)
+    pd.testing.assert_frame_equal(
+        res.to_frame().drop(columns=sampled), table.drop(columns=sampled), check_dtype=False
+    )
+    amp = table[table["claim"] == rp.CLAIMS["variance_amplification"].claim]
+    assert list(amp["n"]) == [2] and amp["interval"].str.contains(r"\.\.").all()
+    assert list(amp["verdict"]) == [claim.INCONCLUSIVE]  # 2 samples decide nothing
     page = (out / "claims.html").read_text()
     assert page.count("<svg") == len(table)
     assert not re.search(r"<script[^>]*\bsrc=", page, re.I)

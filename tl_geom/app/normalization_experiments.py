@@ -6,6 +6,7 @@ Judged by :mod:`tl_geom.normalization.claims`.
 import math
 from typing import Any
 
+import pandas as pd
 import torch
 
 from tl_geom.app.budget import Budget
@@ -14,15 +15,63 @@ from tl_geom.lens.capture import capture_attention
 from tl_geom.lens.data import load_corpus, token_windows
 from tl_geom.lens.rows import backend_of
 from tl_geom.normalization import claims as nc
-from tl_geom.normalization.softmax_bounds import gradient_sensitivity
-from tl_geom.normalization.tables import (
-    critical_n_vs_length,
-    distance_vs_length,
-    distance_vs_n,
-    distinguishability_vs_n,
+from tl_geom.normalization.critical import critical_n_by_head
+from tl_geom.normalization.distinguishability import (
+    cumulative_distance,
+    random_cumulative_distance,
 )
+from tl_geom.normalization.softmax_bounds import gradient_sensitivity, saturation_share
+from tl_geom.normalization.tables import distance_vs_n, distinguishability_vs_n
 
-__all__ = ["normalization_experiment"]
+__all__ = ["normalization_experiment", "per_length_tables"]
+
+
+def _grid(length: int) -> list[int]:
+    """N = 1 and the half powers of two below L (1, 2, 3, 4, 6, 8, 11, 16, 23, ...)."""
+    top = 2 * int(math.log2(length))
+    return sorted({max(1, round(2 ** (k / 2))) for k in range(top)} - {length})
+
+
+def per_length_tables(
+    model: Any, corpus: str, lengths: list[int], b: Budget
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """d~_5 against L and the per-head KS critical N, from real L-token windows.
+
+    At every L the same ``ks_windows`` corpus windows of L tokens (not truncations of
+    longer ones), final query, every layer and head; run in chunks of ``ks_chunk``
+    windows. ``d~_5``: mean over windows and heads of the top-5 and the random-5 (mean
+    of ``norm_draws`` draws) cumulative distance. KS (L >= 64): per head, windows as
+    samples, one random subset per window (:func:`critical_n_by_head`).
+    """
+    len_rows: list[dict[str, float]] = []
+    crit: list[pd.DataFrame] = []
+    for length in lengths:
+        tokens = token_windows(
+            model.tokenizer, load_corpus(corpus), ctx=length, windows=b.ks_windows
+        )
+        grid = _grid(length)
+        tops, rnds, d5, r5 = [], [], [], []
+        for chunk in tokens.split(b.ks_chunk):
+            cap = capture_attention(model, chunk, queries=-1, backend=backend_of(model))
+            a = cap.pattern[..., 0, :].double()
+            a = a / a.sum(-1, keepdim=True)
+            v = cap.values.double()
+            tops.append(cumulative_distance(a, v, grid))
+            rnds.append(
+                random_cumulative_distance(a, v, grid, draws=1, seed=b.seed, reduce="none")[
+                    ..., 0, :
+                ]
+            )
+            d5.append(cumulative_distance(a, v, [5]))
+            r5.append(random_cumulative_distance(a, v, [5], draws=b.norm_draws, seed=b.seed))
+        top5, rnd5 = torch.cat(d5), torch.cat(r5)
+        len_rows.append({"length": length, "n": 5, "d_top": float(top5.mean()),
+                         "d_top_std": float(top5.std()), "d_random": float(rnd5.mean()),
+                         "d_random_std": float(rnd5.std()), "windows": b.ks_windows})  # fmt: skip
+        if length >= 64:
+            res = critical_n_by_head(torch.cat(tops), torch.cat(rnds), grid)
+            crit.append(res.to_frame(length))
+    return pd.DataFrame(len_rows), pd.concat(crit, ignore_index=True)
 
 
 def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
@@ -43,12 +92,9 @@ def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     lengths = [2**k for k in range(5, int(math.log2(top_len)) + 1)]
     if lengths[-1] != top_len:
         lengths.append(top_len)
-    src = (alpha, values)
-    by_len = distance_vs_length(src, lengths, n=5, draws=b.norm_draws, seed=b.seed)
+    by_len, crit = per_length_tables(model, corpus, lengths, b)
     ns = [n for n in (1, 5, 10, 20, 50, 100, 200) if n < top_len]
     by_n = distance_vs_n(alpha, values, ns, draws=b.norm_draws, seed=b.seed)
-    grid = sorted({max(1, round(2 ** (k / 2))) for k in range(0, 2 * int(math.log2(top_len)))})
-    crit = critical_n_vs_length(src, [x for x in lengths if x >= 64], grid, seed=b.seed)
     ratio = distinguishability_vs_n(
         alpha, values, [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
     )
@@ -56,10 +102,11 @@ def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     pick = torch.linspace(0, rows.shape[0] - 1, min(b.grad_rows, rows.shape[0])).round().long()
     logits = rows[pick.unique()].clamp_min(torch.finfo(torch.float32).tiny).log()
     grad = gradient_sensitivity(logits, b.temperatures, b.eps, draws=4, seed=b.seed)
+    saturated = saturation_share(rows.clamp_min(torch.finfo(torch.float32).tiny).log())
     return [
         ("distance_length", nc.claim_distance_length(by_len)),
         ("distance_plateau", nc.claim_distance_plateau(by_n, top_len)),
         ("critical_n", nc.claim_critical_n(crit)),
         ("recall_saturation", nc.claim_recall_saturation(ratio)),
-        ("gradient_sensitivity", nc.claim_gradient_sensitivity(grad)),
+        ("gradient_sensitivity", nc.claim_gradient_sensitivity(grad, saturated)),
     ]

@@ -15,9 +15,9 @@ sets, through the library's own functions (nothing is re-implemented here):
 Each claim is judged by a function of its paper's claims module, with its verdict rule
 beside it (:mod:`tl_geom.geometry.claims`, :mod:`tl_geom.geometry.assumption_claims`,
 :mod:`tl_geom.normalization.claims`, :mod:`tl_geom.sinks.claims`). ``reproduce(out=DIR)``
-writes ``claims.csv`` (``claim, paper, source, model, measured, verdict``), ``claims.html``
-(a plot per claim, offline) and ``reproduce.json`` (budget, numbers, plot data, timings
-per experiment and claim).
+writes ``claims.csv`` (``claim, paper, source, model, measured, verdict, n, interval``),
+``claims.html`` (a plot per claim, offline) and ``reproduce.json`` (budget, numbers, plot
+data, timings per experiment and claim).
 """
 
 import json
@@ -67,6 +67,11 @@ COLUMNS = ("claim", "paper", "source", "model", "measured", "verdict", "n", "int
 DEFAULT_MODELS = ("smollm2-135m", "minilm-l6")
 
 
+def _interval_text(interval: tuple[float, float] | None) -> str:
+    """``"lo..hi"`` (``g`` form) of a Finding's interval, ``""`` without one."""
+    return "" if interval is None else f"{interval[0]:g}..{interval[1]:g}"
+
+
 @dataclass(frozen=True)
 class ClaimRow:
     """One row of ``claims.csv`` plus what ``claims.html`` and ``reproduce.json`` need."""
@@ -99,11 +104,6 @@ class ClaimRow:
             "experiment": self.experiment,
             "seconds": self.seconds,
         }
-
-
-def _interval_text(interval: tuple[float, float] | None) -> str:
-    """``[lo, hi]`` in ``.3g`` (empty for None)."""
-    return "" if interval is None else f"[{interval[0]:.3g}, {interval[1]:.3g}]"
 
 
 @dataclass(frozen=True)

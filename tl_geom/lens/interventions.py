@@ -39,12 +39,14 @@ from tl_geom.lens.hooks import (
 )
 
 __all__ = [
+    "SITE_HOOKS",
     "AmplifyVariance",
     "HeadAblation",
     "MaskSink",
     "MoveSink",
     "SelfOnlyMask",
     "ablate_heads",
+    "amplified",
     "amplify_variance",
     "mask_sink",
     "move_sink",
@@ -225,9 +227,14 @@ def move_sink(
 # --- head-output edits ------------------------------------------------------------------
 
 
+Site = Literal["z", "resid"]
+SITE_HOOKS: dict[str, str] = {"z": "z", "resid": "resid_post"}
+"""Where :func:`amplify_variance` edits: head outputs ``hook_z`` or the residual stream."""
+
+
 @dataclass(frozen=True, repr=False, eq=False)
 class AmplifyVariance(_HookContext):
-    """``o' = mu + lam (o - mu)`` (``lam o`` with ``control``) on head outputs at ``position``."""
+    """``o' = mu + lam (o - mu)`` (norm-matched ``o + c 1`` with ``control``) at ``position``."""
 
     model: Any
     position: int
@@ -235,15 +242,44 @@ class AmplifyVariance(_HookContext):
     control: bool
     layers: tuple[int, ...]
     fwd_hooks: FwdHooks
+    site: str = "z"
     _open: list[Any] = field(default_factory=list)
 
     def __repr__(self) -> str:
         n = model_dims(self.model).n_layers
         ctl = ", control=True" if self.control else ""
+        site = "" if self.site == "z" else f", site={self.site!r}"
         return (
-            f"AmplifyVariance(position={self.position}, lam={self.lam:g}{ctl}, "
+            f"AmplifyVariance(position={self.position}, lam={self.lam:g}{ctl}{site}, "
             f"layers={_layers_repr(self.layers, n)})"
         )
+
+
+def amplified(o: Tensor, lam: float, *, control: bool = False) -> Tensor:
+    """The edited vectors, over the last dim (``d``): treatment or its norm-matched control.
+
+    Treatment: ``o' = mu 1 + lam (o - mu 1)``, ``mu = mean_d o[d]``: the mean is kept,
+    the variance over dims ``s^2 = mean_d (o - mu)^2`` becomes ``lam^2 s^2``, the squared
+    norm ``d (mu^2 + s^2)`` becomes ``d (mu^2 + lam^2 s^2)``.
+    Control: ``o' = o + c 1`` with ``mu + c = sign(mu) sqrt(mu^2 + (lam^2 - 1) s^2)``
+    (``sign(0) = +1`` [ours]), so ``||o'||`` equals the treatment's while the variance over
+    dims stays ``s^2``. Where no shift reaches that norm (``lam < 1`` and
+    ``mu^2 < (1 - lam^2) s^2``) the new mean is 0, the closest norm [ours].
+    Spec: sinks.md, "Interventions" 2 (corrected control). Computed in float64.
+
+    >>> o = torch.tensor([1.0, 3.0])
+    >>> amplified(o, 2.0).tolist(), [round(x, 4) for x in amplified(o, 2.0, control=True).tolist()]
+    ([0.0, 4.0], [1.6458, 3.6458])
+    """
+    x = o.double()
+    mu = x.mean(-1, keepdim=True)
+    dev = x - mu
+    if not control:
+        return (mu + lam * dev).to(o.dtype)
+    s2 = dev.pow(2).mean(-1, keepdim=True)
+    sign = torch.where(mu < 0, -1.0, 1.0).to(x.dtype)
+    new_mu = sign * (mu.pow(2) + (lam**2 - 1.0) * s2).clamp_min(0.0).sqrt()
+    return (x + (new_mu - mu)).to(o.dtype)
 
 
 def amplify_variance(
@@ -253,39 +289,44 @@ def amplify_variance(
     layers: int | Sequence[int] | None = None,
     *,
     control: bool = False,
+    site: Site = "z",
 ) -> AmplifyVariance:
-    """Variance amplification of every head's output at one position (``hook_z``).
+    """Variance amplification at one position, or its norm-matched control (:func:`amplified`).
 
-    ``o'_k = mu + lam (o_k - mu)`` with ``mu = mean_d o_k[d]``, the mean over the head's
-    ``d_head`` dims [ours: the spec says "mean over dimensions"; per head, as HeadNorm
-    is]. This keeps the mean and scales the variance over dims by ``lam^2``.
-    ``control=True``: ``o'_k = lam o_k`` (plain scaling; the mean scales too).
-    Spec: sinks.md, "Interventions" 2 (paper: k = 10, lam > 1; the sink at k grows
-    with lam, the control makes none). ``lam = 1`` is the identity up to rounding.
+    ``site="z"``: every head's output ``o_k`` (``hook_z``, ``[batch, pos, head, d_head]``),
+    the mean and variance taken over the head's ``d_head`` dims [ours: per head, as
+    HeadNorm is]. ``site="resid"``: the residual stream at ``k`` after each layer in
+    ``layers`` (``hook_resid_post``, over ``d_model``) [ours: the spec leaves the site
+    open]. With a LayerNorm (not RMSNorm) model the next layer's norm removes a mean
+    shift, so the control acts on the residual stream only. ``layers``: the edited
+    layers (None: all); sweep single layers by calling once per layer.
+    ``control=False``: ``mu + lam (o - mu)`` (variance x ``lam^2``, mean kept).
+    ``control=True``: ``o + c 1`` with the treatment's norm (variance kept) -- the two
+    arms differ exactly in the variance over dims. ``lam = 1`` is the identity up to
+    rounding. Spec: sinks.md, "Interventions" 2 (paper: k = 10, the sink at k grows with
+    lam; the control makes none).
 
     Raises:
-        TlGeomError: ``lam`` not a finite number > 0, position or layers out of range.
+        TlGeomError: ``lam`` not a finite number > 0, unknown site, position or layers out
+            of range.
     """
     if isinstance(lam, bool) or not isinstance(lam, Real) or not math.isfinite(lam) or lam <= 0:
         raise TlGeomError(f"lam={lam!r}; expected a finite number > 0")
+    if site not in SITE_HOOKS:
+        raise TlGeomError(f"site={site!r}; expected one of {sorted(SITE_HOOKS)}")
     pos = _check_position("position", position, model_dims(model).n_ctx)
-    ids = _setup(model, "z", layers)
+    kind = SITE_HOOKS[site]
+    ids = _setup(model, kind, layers)
     scale = float(lam)
 
-    def hook(z: Tensor, hook: Any) -> Tensor:  # z: [batch, pos, head, d_head]
-        _check_in_sequence("position", pos, z.shape[1])
-        o = z[:, pos]
-        if control:
-            new = scale * o
-        else:
-            mu = o.mean(-1, keepdim=True)
-            new = mu + scale * (o - mu)
-        out = z.clone()
-        out[:, pos] = new
+    def hook(x: Tensor, hook: Any) -> Tensor:  # [batch, pos, (head,) d]
+        _check_in_sequence("position", pos, x.shape[1])
+        out = x.clone()
+        out[:, pos] = amplified(x[:, pos], scale, control=control)
         return out
 
-    fwd: FwdHooks = [(hook_name(layer, "z"), hook) for layer in ids]
-    return AmplifyVariance(model, pos, scale, control, ids, fwd)
+    fwd: FwdHooks = [(hook_name(layer, kind), hook) for layer in ids]
+    return AmplifyVariance(model, pos, scale, control, ids, fwd, site)
 
 
 @dataclass(frozen=True, repr=False, eq=False)

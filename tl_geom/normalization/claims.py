@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tl_geom.claim import (
+    INCONCLUSIVE,
     NOT,
     PARTLY,
     REPRODUCED,
@@ -29,6 +30,7 @@ from tl_geom.claim import (
     plot_data,
 )
 from tl_geom.errors import TlGeomError
+from tl_geom.normalization.critical import MIN_WINDOWS
 
 __all__ = [
     "CLAIMS",
@@ -52,7 +54,9 @@ CLAIMS: dict[str, ClaimText] = {
         "d~ grows linearly with L at N = 5", PAPER, "Experiments (d~ vs L)"
     ),
     "distance_plateau": ClaimText("d~ flattens for N > 20", PAPER, "Experiments (d~ vs N)"),
-    "critical_n": ClaimText("KS critical N about 0.06 L", PAPER, "Experiments (KS test)"),
+    "critical_n": ClaimText(
+        "KS critical N about 0.06 L (per head, windows as samples)", PAPER, "Experiments (KS test)"
+    ),
     "recall_saturation": ClaimText(
         "N_s/N declines to N ~ 16, then saturates at 0.70-0.85",
         PAPER,
@@ -150,53 +154,82 @@ def distance_plateau_verdict(ns: Numbers, distance: Numbers) -> Verdict:
     return PARTLY if late <= 0.25 else NOT
 
 
+def _head_fractions(table: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """Lengths, the per-head ``N*/L`` at each (NaN -> inf: rejects at every N), windows."""
+    heads = table.drop_duplicates(["length", "head"])
+    length = heads["length"].to_numpy(np.float64)
+    star = heads["n_star"].to_numpy(np.float64)
+    ls = np.unique(length)
+    fr = [np.where(np.isfinite(star[length == x]), star[length == x] / x, np.inf) for x in ls]
+    return ls, fr, int(heads["windows"].to_numpy().min())
+
+
 def claim_critical_n(table: pd.DataFrame) -> Finding:
-    """KS critical N against L (top-N vs random-N ``d~``, level 0.01).
+    """Per-head KS critical N against L (``critical.critical_n_by_head``).
 
-    Verdict (:func:`critical_n_verdict`): slope ``N*/L`` 0.03-0.12 and
-    growing reproduced, 0.015-0.24 or growing partly, else not.
+    ``table``: ``HeadCriticalN.to_frame(L)`` rows for every L (windows as samples, the
+    same number at every L). Reports, per L, the median and quartiles of ``N*_h / L``
+    over heads and the median KS statistic at the smallest N. Verdict
+    (:func:`critical_n_verdict`) on the medians.
     """
-    ls, cs = table["length"].to_numpy(np.float64), table["critical_n"].to_numpy(np.float64)
-    ok = np.isfinite(cs)
-    c = float((cs[ok] * ls[ok]).sum() / (ls[ok] ** 2).sum()) if ok.any() else np.nan
+    ls, fr, windows = _head_fractions(table)
+    med = np.array([np.median(f) for f in fr])
+    q1 = np.array([np.quantile(f, 0.25) for f in fr])
+    q3 = np.array([np.quantile(f, 0.75) for f in fr])
+    n_col, stat = table["n"].to_numpy(), table["statistic"].to_numpy(np.float64)
+    t_len = table["length"].to_numpy(np.float64)
+    first = n_col == n_col.min()
+    small = {float(x): float(np.median(stat[first & (t_len == x)])) for x in ls}
     shown = ", ".join(
-        f"{int(n)}:{'>' + str(int(g)) if not np.isfinite(v) else int(v)}"
-        for n, v, g in zip(ls, cs, table["grid_max"], strict=True)
+        f"{int(x)}: {fmt(m, '.3f')} [{fmt(a, '.3f')}, {fmt(b, '.3f')}]"
+        for x, m, a, b in zip(ls, med, q1, q3, strict=True)
     )
-    text = f"N*/L ~ {fmt(c, '.3f')} (paper 0.06); L:N* {shown}"
-    bound = np.where(np.isfinite(cs), np.nan, table["grid_max"].to_numpy(np.float64))
+    text = f"median N*/L over heads (paper 0.06), {windows} windows per test; L: {shown}"
+    fin = lambda a: np.where(np.isfinite(a), a, np.nan)  # noqa: E731
     plot = plot_data(
-        ls, {"critical N": cs, "N* > (rejects at every N)": bound, "0.06 L (paper)": 0.06 * ls},
-        xlabel="L", ylabel="N*", logx=True, logy=True,
+        ls, {"median N*/L": fin(med), "quartile 1": fin(q1), "quartile 3": fin(q3),
+             "0.06 (paper)": [0.06] * len(ls)},
+        xlabel="L", ylabel="N*/L over heads", logx=True,
     )  # fmt: skip
-    nums = {"slope": c, "critical_by_length": dict(zip(ls.tolist(), cs.tolist(), strict=True))}
-    return Finding(nums, text, critical_n_verdict(ls, cs), plot)
+    nums = {
+        "median_fraction": dict(zip(ls.tolist(), fin(med).tolist(), strict=True)),
+        "quartiles": {x: [float(a), float(b)] for x, a, b in zip(ls.tolist(), q1, q3, strict=True)},
+        "ks_statistic_smallest_n": small,
+        "windows": windows,
+        "heads": len(fr[0]) if fr else 0,
+    }
+    verdict = critical_n_verdict(ls, med, windows)
+    finite = med[np.isfinite(med)]
+    interval = (float(finite.min()), float(finite.max())) if finite.size else None
+    return Finding(nums, text, verdict, plot, windows, interval)
 
 
-def critical_n_verdict(lengths: Numbers, critical: Numbers) -> Verdict:
+def critical_n_verdict(lengths: Numbers, median_fraction: Numbers, windows: int) -> Verdict:
     """The critical N (top-N no longer told from random by KS at 0.01) scales like 0.06 L.
 
-    On the lengths with a finite critical N (NaN: the test rejected at every N of the
-    grid): slope through the origin ``c = sum(N* L) / sum(L^2)`` and whether N* grows
-    (largest L above smallest L). Reproduced ``0.03 <= c <= 0.12`` (within 2x of 0.06)
-    and growing; partly ``0.015 <= c <= 0.24`` (within 4x) or growing; else (or fewer
-    than two finite lengths) not.
+    ``median_fraction``: per L, the median over heads of ``N*_h / L`` (inf where most
+    heads reject at every N); ``windows``: the per-head sample size. Inconclusive:
+    fewer than :data:`~tl_geom.normalization.critical.MIN_WINDOWS` (32) windows or fewer
+    than two lengths. Reproduced: every median in 0.03-0.12 (within 2x of 0.06), so
+    ``N*`` grows like L; partly: the median of the medians in 0.015-0.24 (within 4x);
+    else not.
 
-    >>> critical_n_verdict([128, 256, 512], [8, 16, 32]), critical_n_verdict([128, 256], [2, 4])
-    ('reproduced', 'partly')
-    >>> critical_n_verdict([128, 256], [1, 1])
+    >>> critical_n_verdict([128, 256, 512], [0.06, 0.05, 0.07], 32)
+    'reproduced'
+    >>> critical_n_verdict([128, 256], [0.02, 0.15], 64)
+    'partly'
+    >>> critical_n_verdict([128, 256], [0.06, 0.06], 8)
+    'inconclusive'
+    >>> critical_n_verdict([128, 256], [0.004, 0.002], 64)
     'not reproduced'
     """
-    ls, cs = arrays(lengths=lengths, critical=critical)
-    ok = np.isfinite(ls) & np.isfinite(cs)
-    if ok.sum() < 2:
-        return NOT
-    ls, cs = ls[ok], cs[ok]
-    c = float((cs * ls).sum() / (ls**2).sum())
-    grows = cs[int(np.argmax(ls))] > cs[int(np.argmin(ls))]
-    if 0.03 <= c <= 0.12 and grows:
+    ls, fr = arrays(lengths=lengths, median_fraction=median_fraction)
+    if windows < MIN_WINDOWS or ls.size < 2 or np.isnan(fr).any():
+        return INCONCLUSIVE
+    if np.all((fr >= 0.03) & (fr <= 0.12)):
         return REPRODUCED
-    return PARTLY if 0.015 <= c <= 0.24 or grows else NOT
+    mid = float(np.median(fr))
+    return PARTLY if 0.015 <= mid <= 0.24 else NOT
 
 
 def claim_recall_saturation(table: pd.DataFrame) -> Finding:
@@ -244,16 +277,26 @@ def recall_saturation_verdict(ns: Numbers, ratio: Numbers) -> Verdict:
     return REPRODUCED if flat and level else PARTLY if flat or level else NOT
 
 
-def claim_gradient_sensitivity(table: pd.DataFrame) -> Finding:
+def claim_gradient_sensitivity(table: pd.DataFrame, saturated: float = math.nan) -> Finding:
     """``g(T, eps)`` against T, one curve per eps; the verdict of each eps, combined.
 
-    Verdict: :func:`gradient_sensitivity_verdict` per eps; reproduced if
-    every eps reproduces, not if none is at least partly, else partly.
+    An eps whose cap ``2/eps`` binds (``capped`` at any T <= 1: the change reaches half
+    its maximum) is reported but dropped from the verdict, and the text says so; the
+    analytic ``E ||J(z + eps xi, T) xi||`` is reported beside g. ``saturated``: the
+    share of rows whose top logit gap exceeds ``log L`` (at T = 1). Verdict:
+    :func:`gradient_sensitivity_verdict` per kept eps; reproduced if every kept eps
+    reproduces, not if none is at least partly, else partly; inconclusive if every eps
+    is capped.
     """
     parts, series, nums = [], {}, {}
     per_eps: list[Verdict] = []
+    dropped: list[str] = []
     for eps, grp in table.groupby("eps"):
         grp = grp.sort_values("temperature")
+        if "capped" in grp and bool(grp[grp["temperature"] <= 1.0]["capped"].any()):
+            dropped.append(f"{float(eps):g}")  # type: ignore[arg-type]
+            series[f"eps={float(eps):g} (capped)"] = grp["sensitivity"].to_numpy(np.float64)  # type: ignore[arg-type]
+            continue
         t, g = grp["temperature"].to_numpy(np.float64), grp["sensitivity"].to_numpy(np.float64)
         low = t <= 0.1
         k = loglog_slope(t[low], g[low])[0]
@@ -261,16 +304,26 @@ def claim_gradient_sensitivity(table: pd.DataFrame) -> Finding:
         per_eps.append(gradient_sensitivity_verdict(t, g))
         parts.append(f"eps {float(eps):g}: slope {fmt(k)}, g(0.01)/g(1) {fmt(drop, '.3g')}")  # type: ignore[arg-type]
         series[f"eps={float(eps):g}"] = g  # type: ignore[arg-type]
+        if "jacobian_at" in grp:
+            series[f"E||J(z+eps xi)|| eps={float(eps):g}"] = grp["jacobian_at"].to_numpy(np.float64)  # type: ignore[arg-type]
         nums[f"eps={float(eps):g}"] = {"slope_below_0.1": k, "drop_0.01_to_1": drop}  # type: ignore[arg-type]
     temps = sorted(table["temperature"].unique())
     verdict: Verdict = (
-        REPRODUCED
+        INCONCLUSIVE
+        if not per_eps
+        else REPRODUCED
         if all(v == REPRODUCED for v in per_eps)
         else NOT
         if all(v == NOT for v in per_eps)
         else PARTLY
     )
     text = "; ".join(parts) + " (1/T: slope -1, 100x)"
+    if dropped:
+        text += f"; eps {', '.join(dropped)} dropped (the cap 2/eps binds)"
+    if is_finite(saturated):
+        text += f"; {saturated:.0%} of rows saturated (top logit gap > log L)"
+    nums["dropped_eps"] = dropped
+    nums["saturated_share"] = saturated
     plot = plot_data(temps, series, xlabel="T", ylabel="g(T, eps)", logx=True, logy=True)
     return Finding(nums, text, verdict, plot)
 

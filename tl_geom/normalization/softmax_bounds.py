@@ -34,6 +34,7 @@ __all__ = [
     "gradient_sensitivity",
     "jacobian_entry_bound",
     "jacobian_spectral_bound",
+    "saturation_share",
     "softmax_jacobian",
     "softmax_weight_bounds",
 ]
@@ -193,6 +194,11 @@ def gradient_sensitivity(
     change(T, eps)      = E_{rows, xi} || softmax((z + eps xi)/T) - softmax(z/T) ||_1
     sensitivity(T, eps) = change(T, eps) / eps                     (this is g(T, eps))
     jacobian(T)         = E_{rows, xi} || J(z, T) xi ||_1 = lim_{eps -> 0} g(T, eps)
+    jacobian_at(T, eps) = E_{rows, xi} || J(z + eps xi, T) xi ||_1   (analytic, at the
+                          perturbed logits: what g would be if softmax were linear there)
+    capped(T, eps)      = change >= 1: ``||delta a||_1 <= 2`` caps g at ``2 / eps``, and
+                          past half the cap the finite difference no longer measures the
+                          slope [ours: the threshold]
     with ``xi ~ N(0, I_L)``, ``draws`` draws per row from a generator seeded with
     ``seed``, and the mean taken over all leading dims (rows) and draws.
     Definition [ours]: the paper describes the experiment, not the formula; the
@@ -212,7 +218,8 @@ def gradient_sensitivity(
         dtype: computation dtype.
 
     Returns:
-        Columns ``temperature, eps, change, sensitivity, jacobian``, one row per (T, eps).
+        Columns ``temperature, eps, change, sensitivity, jacobian, jacobian_at, capped``,
+        one row per (T, eps).
     """
     _check_logits(logits)
     ts = [_check_positive("temperature", t) for t in temperatures]
@@ -227,15 +234,19 @@ def gradient_sensitivity(
     base = torch.softmax(z / t_t[:, 0], dim=-1)  # [T, rows, L]
     gen = torch.Generator(device=z.device).manual_seed(seed)
     change = torch.zeros(len(ts), len(es), dtype=dtype, device=z.device)
+    jac_at = torch.zeros(len(ts), len(es), dtype=dtype, device=z.device)
     jac = torch.zeros(len(ts), dtype=dtype, device=z.device)
     for _ in range(int(draws)):
         xi = torch.randn(z.shape, generator=gen, dtype=dtype, device=z.device)
         pert = torch.softmax((z + e_t * xi) / t_t, dim=-1)  # [T, E, rows, L]
         change += (pert - base.unsqueeze(1)).abs().sum(-1).mean(-1)
+        px = pert * xi
+        jac_at += ((px - pert * px.sum(-1, keepdim=True)) / t_t).abs().sum(-1).mean(-1)
         ax = base * xi
         jxi = (ax - base * ax.sum(-1, keepdim=True)) / t_t[:, 0]
         jac += jxi.abs().sum(-1).mean(-1)
     change /= draws
+    jac_at /= draws
     jac /= draws
     grid_t, grid_e = torch.meshgrid(t_t.flatten(), e_t.flatten(), indexing="ij")
     return pd.DataFrame(
@@ -245,5 +256,25 @@ def gradient_sensitivity(
             "change": change.flatten().cpu().numpy(),
             "sensitivity": (change / grid_e).flatten().cpu().numpy(),
             "jacobian": jac.unsqueeze(1).expand_as(change).flatten().cpu().numpy(),
+            "jacobian_at": jac_at.flatten().cpu().numpy(),
+            "capped": (change >= 1.0).flatten().cpu().numpy(),
         }
     )
+
+
+def saturation_share(logits: Float[Tensor, "*lead key"], temperature: float = 1.0) -> float:
+    """Share of rows whose largest logit gap exceeds ``T log L``: saturated softmax rows.
+
+    gap = z_(1) - z_(2), the top logit minus the runner-up [ours: "largest logit gap"];
+    past ``T log L`` the top weight is more than L times any other, so small logit noise
+    barely moves the weights and g falls below the 1/T law. Spec: normalization.md,
+    "Experiments to reproduce" (the share of saturated rows).
+
+    >>> saturation_share(torch.tensor([[5.0, 0.0, 0.0], [1.0, 0.5, 0.0]]))
+    0.5
+    """
+    _check_logits(logits)
+    t = _check_positive("temperature", temperature)
+    top2 = logits.double().topk(2, dim=-1).values
+    gap = top2[..., 0] - top2[..., 1]
+    return float((gap > t * math.log(logits.shape[-1])).double().mean())

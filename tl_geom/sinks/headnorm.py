@@ -8,12 +8,14 @@ number of steps, then measured on held-out windows:
     effective_rank  entropy effective rank of the final hook_resid_post, all val tokens
     dom_ratio       DomRatio of the first (BOS) token, mean over layers [ours]
     sink_rate       share of (layer, head) with imp(0) > 0.3, and per layer
+    sink_step       first logged training step with sink_rate > 0.3 (``log_every``)
 
 Paper (152M params, 20B tokens), baseline -> HeadNorm: val loss 2.7812 -> 2.7421,
 effective rank 343.71 -> 445.96, dimension disparity 82.67 -> 33.74, a sink from layer
 5 -> none. ``tl-geom headnorm`` runs this from the command line.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -37,6 +39,10 @@ class StudyConfig:
     ``threads``: torch intra-op threads while training, restored afterwards; 1 by
     default [ours]: a model this small gains nothing from more, and on a shared CPU
     two threads made each step 5-10x slower. None leaves torch's setting alone.
+    ``weight_decay``: AdamW's (0.1, the usual pretraining value; with 0 and a few hundred
+    steps the baseline formed no sink). ``log_every``: steps between sink-rate checks on
+    the validation windows during training (0: none); the first logged step with a rate
+    above ``eps`` is the summary's ``sink_step``.
     """
 
     corpus: str = "war_and_peace"
@@ -52,6 +58,8 @@ class StudyConfig:
     val_windows: int = 32
     eps: float = 0.3
     threads: int | None = 1
+    weight_decay: float = 0.1
+    log_every: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "n_layers", "n_heads", "d_head", "d_mlp", "val_windows"):
@@ -62,6 +70,10 @@ class StudyConfig:
             raise TlGeomError(f"lr={self.lr}; expected > 0")
         if not 0 < self.eps < 1:
             raise TlGeomError(f"eps={self.eps}; expected in (0, 1)")
+        if not self.weight_decay >= 0 or self.log_every < 0:
+            raise TlGeomError(
+                f"weight_decay={self.weight_decay}, log_every={self.log_every}; expected >= 0"
+            )
         if self.threads is not None and self.threads < 1:
             raise TlGeomError(f"threads={self.threads}; expected >= 1 or None")
 
@@ -96,15 +108,25 @@ def _split(text: str, n_ctx: int, val_windows: int) -> tuple[Tensor, Tensor, Ten
 
 
 def train_tiny_lm(
-    cfg: TinyLMConfig, train_ids: Tensor, *, steps: int, batch: int, lr: float, seed: int
+    cfg: TinyLMConfig,
+    train_ids: Tensor,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    weight_decay: float = 0.0,
+    log: Callable[[int, TinyLM], None] | None = None,
+    log_every: int = 0,
 ) -> tuple[TinyLM, list[float]]:
     """Train a TinyLM with AdamW at constant ``lr`` on random windows of ``train_ids``.
 
-    Seeded: the same seed gives the same init and batches. Returns the model in eval
-    mode and the training loss per step.
+    Seeded: the same seed gives the same init and batches. ``log(step, model)`` is
+    called (in eval mode, no grad) every ``log_every`` steps and after the last. Returns
+    the model in eval mode and the training loss per step.
     """
     model = TinyLM(cfg, seed=seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     model.train()
@@ -116,6 +138,12 @@ def train_tiny_lm(
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        done = len(losses)
+        if log is not None and ((log_every and done % log_every == 0) or done == steps):
+            model.eval()
+            with torch.no_grad():
+                log(done, model)
+            model.train()
     model.eval()
     return model, losses
 
@@ -129,6 +157,8 @@ class HeadNormStudy:
     config: StudyConfig
     models: dict[str, Any]
     train_loss: dict[str, list[float]]
+    sink_log: pd.DataFrame | None = None
+    """``arm, step, sink_rate`` logged during training (``log_every`` > 0)."""
 
     def to_frame(self) -> pd.DataFrame:
         """The summary table: ``arm, val_loss, effective_rank, dom_ratio, sink_rate``."""
@@ -188,7 +218,15 @@ def _run_arms(cfg: StudyConfig, train: Tensor, val: Tensor, offsets: Tensor) -> 
     rows, layer_rows = [], []
     models: dict[str, Any] = {}
     losses: dict[str, list[float]] = {}
+    logged: list[dict[str, Any]] = []
+    probe, _ = _windows(val, offsets, cfg.n_ctx)
     for arm, head_norm in (("baseline", False), ("headnorm", True)):
+
+        def log(step: int, model: TinyLM, arm: str = arm) -> None:
+            logged.append(
+                {"arm": arm, "step": step, "sink_rate": sink_profile(model, probe).rate(cfg.eps)}
+            )
+
         model, loss = train_tiny_lm(
             cfg.model_config(head_norm),
             train,
@@ -196,11 +234,17 @@ def _run_arms(cfg: StudyConfig, train: Tensor, val: Tensor, offsets: Tensor) -> 
             batch=cfg.batch,
             lr=cfg.lr,
             seed=cfg.seed,
+            weight_decay=cfg.weight_decay,
+            log=log if cfg.log_every else None,
+            log_every=cfg.log_every,
         )
         summary, layers = _measure(model, val, offsets, cfg.eps)
+        hits = [r["step"] for r in logged if r["arm"] == arm and r["sink_rate"] > cfg.eps]
+        summary["sink_step"] = float(hits[0]) if hits else float("nan")
         rows.append({"arm": arm, **summary})
         layer_rows.append(pd.DataFrame({"arm": arm, **layers}))
         models[arm], losses[arm] = model, loss
+    log_frame = pd.DataFrame(logged, columns=["arm", "step", "sink_rate"])
     return HeadNormStudy(
-        pd.DataFrame(rows), pd.concat(layer_rows, ignore_index=True), cfg, models, losses
+        pd.DataFrame(rows), pd.concat(layer_rows, ignore_index=True), cfg, models, losses, log_frame
     )
