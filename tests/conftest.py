@@ -35,21 +35,23 @@ def _no_hook_left_behind(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """
     from transformer_lens.hook_points import HookPoint
 
-    added: list[tuple[HookPoint, Any]] = []
+    added: list[tuple[HookPoint, int]] = []
     original = HookPoint.add_hook
 
     def tracking(self: HookPoint, *args: Any, **kw: Any) -> Any:
-        handle = original(self, *args, **kw)
+        before = set(self._forward_hooks) | set(self._backward_hooks)
+        handle = original(self, *args, **kw)  # TL 4: a LensHandle; TL 3.9: None
         if not kw.get("is_permanent", len(args) > 2 and args[2]):
-            added.append((self, handle))
+            now = set(self._forward_hooks) | set(self._backward_hooks)
+            added.extend((self, hook_id) for hook_id in now - before)
         return handle
 
     monkeypatch.setattr(HookPoint, "add_hook", tracking)
     yield
     left = [
         str(point.name)
-        for point, handle in added
-        if handle.hook.id in point._forward_hooks or handle.hook.id in point._backward_hooks
+        for point, hook_id in added
+        if hook_id in point._forward_hooks or hook_id in point._backward_hooks
     ]
     assert not left, f"the test left {len(left)} hook(s) behind on {sorted(set(left))}"
 
