@@ -17,6 +17,7 @@ from tl_geom.geometry import assumption_claims as gac
 from tl_geom.geometry import claims as gc
 from tl_geom.normalization import claims as nc
 from tl_geom.sinks import claims as sc
+from tl_geom.sinks import intervention_claims as sic
 from tl_geom.sinks.headnorm import StudyConfig
 
 R, P, N, INC = claim.REPRODUCED, claim.PARTLY, claim.NOT, claim.INCONCLUSIVE
@@ -111,50 +112,50 @@ CASES = [
     (sc.super_neuron_verdict, (100.0, 0.2, 0.5), P),
     (sc.super_neuron_verdict, (100.0, 0.2, 0.4), N),
     (sc.super_neuron_verdict, (99.0, 0.9, 0.9), N),
-    (sc.self_only_verdict, (0.01, 0.1), R),
-    (sc.self_only_verdict, (0.01, 0.02), P),
-    (sc.self_only_verdict, (0.01, 0.019), N),
+    (sic.self_only_verdict, (0.01, 0.1), R),
+    (sic.self_only_verdict, (0.01, 0.02), P),
+    (sic.self_only_verdict, (0.01, 0.019), N),
     (
-        sc.variance_amplification_verdict,
+        sic.variance_amplification_verdict,
         (0.01, [0.02, 0.05, 0.2], SE, [0.01, 0.02, 0.04], SE, 100),
         R,
     ),
     (
-        sc.variance_amplification_verdict,
+        sic.variance_amplification_verdict,
         (0.01, [0.02, 0.05, 0.2], SE, [0.01, 0.05, 0.2], SE, 100),
         P,
     ),
     (
-        sc.variance_amplification_verdict,
+        sic.variance_amplification_verdict,
         (0.01, [0.02, 0.3, 0.2], SE, [0.01, 0.02, 0.02], SE, 100),
         P,
     ),
     (
-        sc.variance_amplification_verdict,
+        sic.variance_amplification_verdict,
         (0.01, [0.02, 0.05, 0.05], SE, [0.01, 0.02, 0.02], SE, 100),
         N,
     ),
     (
-        sc.variance_amplification_verdict,
+        sic.variance_amplification_verdict,
         (0.01, [0.02, 0.05, 0.2], SE, [0.01, 0.02, 0.04], SE, 5),
         INC,
     ),
     (
-        sc.variance_amplification_verdict,
+        sic.variance_amplification_verdict,
         (0.01, [0.02, 0.05, 0.11], SE, [0.01, 0.02, 0.04], SE, 100),
         INC,
     ),
     (
-        sc.variance_amplification_verdict,
+        sic.variance_amplification_verdict,
         (0.01, [0.02, 0.05, 0.2], SE, [0.01, 0.02, 0.09], SE, 100),
         INC,
     ),
-    (sc.headnorm_verdict, (80.0, 72.0, 0.4, 0.2), R),
-    (sc.headnorm_verdict, (80.0, 73.0, 0.4, 0.2), P),
-    (sc.headnorm_verdict, (80.0, 30.0, 0.4, 0.3), P),
-    (sc.headnorm_verdict, (3.0, 3.1, 0.4, 0.35), N),
-    (sc.headnorm_verdict, (80.0, 30.0, 0.3, 0.0), INC),
-    (sc.headnorm_verdict, (NAN, 3.1, 0.5, 0.0), INC),
+    (sic.headnorm_verdict, (80.0, 72.0, 0.4, 0.2), R),
+    (sic.headnorm_verdict, (80.0, 73.0, 0.4, 0.2), P),
+    (sic.headnorm_verdict, (80.0, 30.0, 0.4, 0.3), P),
+    (sic.headnorm_verdict, (3.0, 3.1, 0.4, 0.35), N),
+    (sic.headnorm_verdict, (80.0, 30.0, 0.3, 0.0), INC),
+    (sic.headnorm_verdict, (NAN, 3.1, 0.5, 0.0), INC),
 ]
 
 
@@ -167,7 +168,7 @@ def test_every_rule_can_say_every_verdict():
     said: dict[str, set[str]] = {}
     for rule, args, _ in CASES:
         said.setdefault(rule.__name__, set()).add(rule(*args))
-    rules = [n for m in (gc, gac, nc, sc) for n in m.__all__ if n.endswith("_verdict")]
+    rules = [n for m in (gc, gac, nc, sc, sic) for n in m.__all__ if n.endswith("_verdict")]
     assert sorted(said) == sorted(rules)
     calibrated = {"rho0_recall_verdict", "value_norms_verdict", "cosine_decay_verdict",
                   "four_phase_verdict", "variance_amplification_verdict", "headnorm_verdict",
@@ -228,7 +229,7 @@ def test_claim_functions_on_synthetic_tables():
          "edited_layer": 0, "imp_k_before": 0.01, "imp_k_after": [0.05, 0.3, 0.01, 0.02],
          "delta_k": 0.0, "delta_k_se": 0.01, "n": 100}
     )  # fmt: skip
-    amp = sc.claim_variance_amplification(shift)
+    amp = sic.claim_variance_amplification(shift)
     assert amp.numbers["by_k"][0]["amplify"] == 0.3 and amp.verdict == R and amp.n == 100
     assert amp.interval == pytest.approx((0.28, 0.32))
     var = np.array([[4.0, 1.0, 1.0], [1.0, 2.0, 1.0]])

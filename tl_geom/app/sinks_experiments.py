@@ -13,6 +13,7 @@ from tl_geom.app.geometry_experiments import Findings
 from tl_geom.lens.data import load_corpus, token_windows
 from tl_geom.lens.interventions import self_only_mask
 from tl_geom.sinks import claims as sc
+from tl_geom.sinks import intervention_claims as sic
 from tl_geom.sinks.headnorm import StudyConfig, headnorm_study
 from tl_geom.sinks.measures import massive_activation_profile, sink_profile
 from tl_geom.sinks.origins import super_neurons, variance_discrepancy
@@ -116,12 +117,12 @@ def interventions_experiment(model: Any, corpus: str, b: Budget) -> Findings:
         layers=list(range(last + 1)), sweep=True,
     )  # fmt: skip
     return [
-        ("self_only_mask", sc.claim_self_only(before.numpy(), after.numpy(), k, chain=chain)),
-        ("variance_amplification", sc.claim_variance_amplification(shift_summary(shift))),
+        ("self_only_mask", sic.claim_self_only(before.numpy(), after.numpy(), k, chain=chain)),
+        ("variance_amplification", sic.claim_variance_amplification(shift_summary(shift))),
     ]
 
 
 def headnorm_experiment(cfg: StudyConfig, corpus: str) -> Findings:
     """The two-arm TinyLM study (baseline vs HeadNorm) on ``corpus``."""
     res = headnorm_study(replace(cfg, corpus=corpus))
-    return [("headnorm", sc.claim_headnorm(res.summary, cfg.steps))]
+    return [("headnorm", sic.claim_headnorm(res.summary, cfg.steps))]
