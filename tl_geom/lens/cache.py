@@ -51,8 +51,8 @@ def from_cache(
 ) -> AttentionCapture:
     """An :class:`AttentionCapture` from a cache of ``run_with_cache`` (no new forward).
 
-    pattern[b, l, h, q, k] = cache[hook_pattern of layers[l]][b, h, queries[q], k];
-    values[b, l, h, k] = cache[hook_v of layers[l]][b, k, h // (n_heads / n_kv_heads)].
+    ``pattern[b, l, h, q, k] = cache[hook_pattern of layers[l]][b, h, queries[q], k]``;
+    ``values[b, l, h, k] = cache[hook_v of layers[l]][b, k, h // (n_heads / n_kv_heads)]``.
 
     Args:
         cache: a TransformerLens ``ActivationCache`` (or any mapping from hook names to

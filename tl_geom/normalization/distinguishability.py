@@ -139,10 +139,11 @@ def cumulative_distance(
         TlGeomError: N out of range, shapes, negative or unnormalised weights, NaN/inf,
             unknown form.
 
-    >>> alpha = torch.tensor([0.4, 0.3, 0.2, 0.1])
-    >>> x = torch.tensor([[1.0, 0.0]] * 4)
-    >>> [round(v, 6) for v in cumulative_distance(alpha, x, [1, 2]).tolist()]
-    [0.6, 1.1]
+    Examples:
+        >>> alpha = torch.tensor([0.4, 0.3, 0.2, 0.1])
+        >>> x = torch.tensor([[1.0, 0.0]] * 4)
+        >>> [round(v, 6) for v in cumulative_distance(alpha, x, [1, 2]).tolist()]
+        [0.6, 1.1]
     """
     _check_form(form)
     a, y, n_t, packed, scalar = _prepare(alpha, values, n, dtype, atol)
