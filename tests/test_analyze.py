@@ -54,6 +54,12 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
         metrics.columns
     )
     assert len(metrics) == 2 * 4 * 4  # layers x heads x N (1, 2, 4, 8 up to 24/2)
+    # the margin in value space: r_min - r_max (mean over windows), positive exactly where
+    # every window separates perfectly (P = R = 1 there)
+    margin = metrics["value_margin"].to_numpy(float)
+    np.testing.assert_allclose(margin, metrics["r_min"] - metrics["r_max"], rtol=1e-12)
+    perfect = (metrics["precision"] == 1) & (metrics["recall"] == 1)
+    assert perfect.any() and (margin[perfect.to_numpy()] > 0).all()
     assert sorted(metrics["n"].unique()) == [1, 2, 4, 8]
     assert metrics[["precision", "recall", "f1"]].stack().between(0, 1).all()
     heads = pd.read_csv(tmp_path / "run" / "heads.csv")

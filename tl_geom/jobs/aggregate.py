@@ -95,6 +95,10 @@ def _metrics_table(
     }
     for key in (*PRF_KEYS, *RANDOM_KEYS, *RADIUS_KEYS):
         metrics[key] = stack[key].double().nanmean(0).flatten().numpy()
+    # The margin in value space beside the weight margin Delta_N: r_min - r_max, negative
+    # when the two balls overlap (geometry.md, "Bounds": Delta / B is a distance ratio).
+    value_gap = stack["r_min"].double() - stack["r_max"].double()
+    metrics["value_margin"] = value_gap.nanmean(0).flatten().numpy()
     for key in PRF_KEYS:
         metrics[f"{key}_std"] = _nanstd(stack[key].double()).flatten().numpy()
     gap = stack["f1"].double() - stack["f1_random"].double()  # the headline's spread

@@ -5,10 +5,11 @@ in ``--out`` are its parts:
 
 - ``metrics.csv``: one row per layer x head x N, means over windows with the spread:
   ``layer, head, n, precision, recall, f1, precision_random, recall_random, f1_random,
-  margin, r_max, r_min, precision_std, recall_std, f1_std, f1_gap_std_random, windows,
-  c_last, c_sink`` (``f1_gap_std_random``: the SD over windows of ``F1 - F1 random``, for
-  the headline interval; the taxonomy curves ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of
-  the final query).
+  margin, r_max, r_min, value_margin, precision_std, recall_std, f1_std,
+  f1_gap_std_random, windows, c_last, c_sink`` (``value_margin``: ``r_min - r_max``, the
+  margin in value space, negative when the two balls overlap; ``f1_gap_std_random``: the
+  SD over windows of ``F1 - F1 random``, for the headline interval; the taxonomy curves
+  ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of the final query).
 - ``heads.csv``: one row per head: ``layer, head, kv_head`` (its KV group), ``type,
   sink_mass, entropy, norm_cv_tokens`` (CV of ``||v_i||`` over the tokens of one
   window, mean over windows), ``norm_cv_holds, sink_lambda, sink_compressed, beta,
