@@ -112,8 +112,8 @@ def analyze(
     config = AnalyzeConfig(
         model=model if isinstance(model, str) else "<model object>",
         corpus="<tokens>" if ids is not None else corpus if text is None else "<text>",
-        windows=8 if windows is None else windows,
-        ctx=1024 if ctx is None else ctx,
+        windows=AnalyzeConfig.windows if windows is None else windows,
+        ctx=AnalyzeConfig.ctx if ctx is None else ctx,
         n=tuple(n) if n is not None else None,
         queries=queries,
         draws=draws,
@@ -187,9 +187,8 @@ def run_analysis(
     t_start = time.perf_counter()
     if out is not None:
         check_out(Path(out), "analyze")  # fail fast, before the model loads; writes nothing
-    given = model
     model, facts = open_run(
-        config.model if given is None else given,
+        config.model if model is None else model,
         backend=config.backend,
         device=config.device,
         dtype=config.dtype,
@@ -215,8 +214,7 @@ def run_analysis(
         layers=facts.layers,
     )
     fingerprint = {**config.fingerprint(), "model": facts.model, "corpus_sha256": source}
-    loaded_from = config.model if given is None else given
-    fingerprint["model_identity"] = model_identity(model, facts.model, loaded_from)
+    fingerprint["model_identity"] = model_identity(model, facts)
     out_path = Path(out) if out is not None else None
     ranks = join(torch.device(facts.device))
     lock = OutLock(out_path if ranks.rank == 0 else None)

@@ -54,12 +54,13 @@ class WindowRun:
 def prepare_out(out: Path, fingerprint: dict[str, Any], resume: bool) -> Path:
     """Create ``out/windows`` for this run, or check that it holds this run's windows.
 
+    The caller has checked ``out`` itself (:func:`~tl_geom.jobs.outdir.check_out`) before
+    taking its lock.
+
     Raises:
-        TlGeomError: ``out`` is a file or holds other files; ``windows/config.json``
-            records other arguments (named) or cannot be read; finished windows exist
-            and ``resume`` is off.
+        TlGeomError: ``windows/config.json`` records other arguments (named) or cannot
+            be read; finished windows exist and ``resume`` is off.
     """
-    check_out(out, "analyze")
     wdir = out / "windows"
     cfg_path = wdir / "config.json"
     if cfg_path.exists():

@@ -8,6 +8,7 @@ here, where the model is opened, and passed down; nothing below re-derives them
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ class RunFacts:
         layers: the layers analysed, sorted.
         n_grid: the N values, sorted.
         dims: the model's attention shapes (``d_head``, heads, KV heads, context).
+        path: the directory the model was loaded from (None for a model object).
     """
 
     model: str
@@ -52,6 +54,7 @@ class RunFacts:
     layers: tuple[int, ...]
     n_grid: tuple[int, ...]
     dims: ModelDims
+    path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The facts for ``run.json`` (``dims`` as its own mapping)."""
@@ -99,7 +102,8 @@ def open_model(
     :class:`~tl_geom.lens.sdpa.FusedModel` (``load_fused_model``; fused attention, only the
     needed rows recomputed); ``auto``: ``sdpa`` where the architecture routes attention
     through transformers' AttentionInterface, else ``hooks``. A model object is used as
-    given under ``auto``. The name is resolved to a directory once.
+    given under ``auto``. ``model`` may also be a directory already resolved
+    (:func:`open_run` passes one).
 
     Raises:
         TlGeomError: an unknown backend or dtype, ``device="cuda"`` without a GPU,
@@ -107,7 +111,7 @@ def open_model(
     """
     check_model_options(backend, dtype)
     device = check_device(device)
-    if not isinstance(model, str):
+    if not isinstance(model, str | Path):
         return as_fused(model) if backend == "sdpa" else model
     from tl_geom.lens.models import load_model, loading_errors, resolve_model
 
@@ -119,10 +123,10 @@ def open_model(
         return load_model(path, device=device, dtype=torch_dtype)
 
 
-def model_identity(model: Any, name: str, source: Any) -> dict[str, Any]:
+def model_identity(model: Any, facts: RunFacts) -> dict[str, Any]:
     """The model as a window's fingerprint knows it (the same for both backends).
 
-    Loaded by name (``source`` a string): the resolved directory and, per weight file
+    Loaded by name (``facts.path`` set): the resolved directory and, per weight file
     (``*.safetensors``, ``*.bin``, ``*.pt``, ``*.gguf``), its size and modification
     time, so a re-converted or edited checkpoint differs [ours: cheaper than hashing
     the bytes]. A model object: ``weights``, blake2b over every parameter's shape, dtype
@@ -131,10 +135,9 @@ def model_identity(model: Any, name: str, source: Any) -> dict[str, Any]:
     hook point (``ablate_heads`` and friends: an ablated model differs from the clean
     one) [ours: a hook's function cannot be hashed, its presence is recorded].
     """
-    if isinstance(source, str):
-        from tl_geom.lens.models import resolve_model
-
-        path = resolve_model(source).resolve()
+    name = facts.model
+    if facts.path is not None:
+        path = facts.path.resolve()
         files = {
             f.name: [f.stat().st_size, f.stat().st_mtime_ns]
             for f in sorted(path.iterdir())
@@ -175,10 +178,16 @@ def open_run(
             model object whose value biases were folded into ``b_O``
             (:func:`~tl_geom.lens.value_bias.check_value_biases`).
     """
-    name = model if isinstance(model, str) else model_name(model)
-    if not isinstance(model, str):
+    device = check_device(device)  # before the name is resolved (a conversion may run)
+    path = None
+    if isinstance(model, str):
+        from tl_geom.lens.models import resolve_model
+
+        name, path = model, resolve_model(model)  # the one resolution of the name
+    else:
+        name = model_name(model)
         check_value_biases(model)
-    model = open_model(model, backend, device=device, dtype=dtype)
+    model = open_model(path if path is not None else model, backend, device=device, dtype=dtype)
     dims = model_dims(model)
     if dims.n_ctx and ctx > dims.n_ctx:
         raise TlGeomError(f"ctx={ctx} exceeds the model's context n_ctx={dims.n_ctx}")
@@ -194,5 +203,6 @@ def open_run(
         layers=normalize_layers(list(layers) if layers else None, dims.n_layers),
         n_grid=n_grid,
         dims=dims,
+        path=path,
     )
     return model, facts
