@@ -50,3 +50,15 @@ def test_prompt_windows_reference() -> None:
         prompt_windows(t, 11, None)
     with pytest.raises(TlGeomError, match="holds 2"):
         prompt_windows(t, None, 3)
+
+
+def test_prompt_run_resumes(tmp_path: Path) -> None:
+    """analyze(model, tokens=..., out=..., resume=True) continues the run in out."""
+    model = tiny_model(n_ctx=32)
+    prompt = torch.randint(1, 90, (2, 16), generator=torch.Generator().manual_seed(0))
+    first = analyze(model, tokens=prompt, n=[2, 4], draws=2, out=tmp_path / "run", progress=False)
+    again = analyze(
+        model, tokens=prompt, n=[2, 4], draws=2, out=tmp_path / "run", resume=True, progress=False
+    )
+    assert again.run["timings_s"]["windows_resumed"] == 2
+    assert again.metrics["f1"].equals(first.metrics["f1"])

@@ -125,7 +125,9 @@ def analyze(
         taxonomy=taxonomy,
     )
     if ids is not None:
-        return run_analysis(config, "", model=given, out=out, progress=progress, tokens=ids)
+        return run_analysis(
+            config, "", model=given, out=out, resume=resume, progress=progress, tokens=ids
+        )
     body = load_corpus(corpus) if text is None else text
     return run_analysis(config, body, model=given, out=out, resume=resume, progress=progress)
 
