@@ -6,6 +6,7 @@ Judged by :mod:`tl_geom.normalization.claims`.
 import math
 from typing import Any
 
+import einops
 import pandas as pd
 import torch
 
@@ -13,6 +14,7 @@ from tl_geom.app.budget import Budget
 from tl_geom.app.geometry_experiments import Findings
 from tl_geom.lens.capture import capture_attention
 from tl_geom.lens.data import load_corpus, token_windows
+from tl_geom.lens.residual import residual_inputs
 from tl_geom.lens.rows import backend_of
 from tl_geom.normalization import claims as nc
 from tl_geom.normalization.critical import critical_n_by_head
@@ -77,6 +79,9 @@ def per_length_tables(
 def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     """Final-query rows of ``norm_windows`` windows at L = ``norm_ctx``, all layers and heads.
 
+    ``N_s / N`` twice, side by side: on the value vectors (the library's default, the
+    verdict's) and on the residual-stream inputs ``hook_resid_pre`` of the same rows
+    (normalization.md's option, :func:`~tl_geom.lens.residual.residual_inputs`).
     Gradient sensitivity uses the rows' own logits: ``z = log alpha`` equals the model's
     scores up to a per-row constant, which softmax ignores [ours] (floored at the
     smallest normal float32 where a weight underflowed); ``grad_rows`` evenly spaced rows.
@@ -95,9 +100,14 @@ def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     by_len, crit = per_length_tables(model, corpus, lengths, b)
     ns = [n for n in (1, 5, 10, 20, 50, 100, 200) if n < top_len]
     by_n = distance_vs_n(alpha, values, ns, draws=b.norm_draws, seed=b.seed)
-    ratio = distinguishability_vs_n(
-        alpha, values, [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
+    ratio_ns = [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
+    ratio = distinguishability_vs_n(alpha, values, ratio_ns)
+    stream = residual_inputs(model, tokens).double()  # [b, layer, L, d_model]
+    resid = distinguishability_vs_n(
+        alpha.transpose(0, 1), einops.rearrange(stream, "b l k d -> l b 1 k d"), ratio_ns
     )
+    ratio["ns_over_n_resid"] = resid["ns_over_n"].to_numpy()
+    ratio["ns_over_n_resid_std"] = resid["ns_over_n_std"].to_numpy()
     rows = alpha.reshape(-1, alpha.shape[-1])
     pick = torch.linspace(0, rows.shape[0] - 1, min(b.grad_rows, rows.shape[0])).round().long()
     logits = rows[pick.unique()].clamp_min(torch.finfo(torch.float32).tiny).log()

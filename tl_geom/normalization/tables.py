@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from numbers import Integral
 
 import pandas as pd
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -136,7 +137,7 @@ def distance_vs_length(
 
 def distinguishability_vs_n(
     alpha: Float[Tensor, "*lead key"],
-    values: Float[Tensor, "*lead key d"],
+    values: Float[Tensor, "*#lead key d"],
     ns: Sequence[int],
 ) -> pd.DataFrame:
     """``N_s / N`` against N: mean and std over rows.
@@ -144,11 +145,27 @@ def distinguishability_vs_n(
     Paper: declines up to N ~ 16, then saturates around 0.70-0.85 (normalization.md,
     "Experiments to reproduce").
 
+    ``values`` may broadcast against ``alpha``'s lead dims, e.g. one residual stream
+    shared by a layer's heads (``[layer, batch, 1, L, d]`` against ``[layer, batch,
+    head, L]``): then it is expanded one slice of the first lead dim at a time, so the
+    expanded ``[..., L, d]`` never exists whole.
+
     Returns:
         Columns ``n, ns_over_n, ns_over_n_std``.
     """
     grid = list(ns)
-    mean, std = _mean_std(distinguishability(alpha, values, grid))
+    lead = tuple(alpha.shape[:-1])
+    if tuple(values.shape[:-2]) == lead:
+        ratio = distinguishability(alpha, values, grid)
+    else:
+        if torch.broadcast_shapes(lead, values.shape[:-2]) != torch.Size(lead) or not lead:
+            raise TlGeomError(
+                f"values {tuple(values.shape)} do not broadcast to alpha {tuple(alpha.shape)}"
+            )
+        full = values.expand(*lead, *values.shape[-2:])
+        pairs = zip(alpha, full, strict=True)
+        ratio = torch.stack([distinguishability(a, v, grid) for a, v in pairs])
+    mean, std = _mean_std(ratio)
     return pd.DataFrame(
         {"n": grid, "ns_over_n": mean.cpu().numpy(), "ns_over_n_std": std.cpu().numpy()}
     )
