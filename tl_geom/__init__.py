@@ -38,6 +38,7 @@ from tl_geom.jobs.results import Analysis
 from tl_geom.lens.cache import from_cache
 from tl_geom.lens.capture import AttentionCapture, capture_attention
 from tl_geom.lens.models import load_model, tiny_model
+from tl_geom.lens.residual import residual_inputs
 from tl_geom.normalization import (
     critical_n,
     cumulative_distance,
@@ -94,6 +95,7 @@ __all__ = [
     "qk_lock_in_profile",
     "random_cumulative_distance",
     "random_separability",
+    "residual_inputs",
     "self_only_mask",
     "separability",
     "separability_all_queries",
