@@ -18,6 +18,7 @@ from tl_geom.normalization import claims as nc
 from tl_geom.normalization.critical import critical_n_by_head
 from tl_geom.normalization.distinguishability import (
     cumulative_distance,
+    distinguishability,
     random_cumulative_distance,
 )
 from tl_geom.normalization.softmax_bounds import gradient_sensitivity, saturation_share
@@ -43,7 +44,7 @@ def per_length_tables(
     of ``norm_draws`` draws) cumulative distance. KS (L >= 64): per head, windows as
     samples, one random subset per window (:func:`critical_n_by_head`).
     """
-    len_rows: list[dict[str, float]] = []
+    len_rows: list[dict[str, Any]] = []
     crit: list[pd.DataFrame] = []
     for length in lengths:
         tokens = token_windows(
@@ -67,7 +68,8 @@ def per_length_tables(
         top5, rnd5 = torch.cat(d5), torch.cat(r5)
         len_rows.append({"length": length, "n": 5, "d_top": float(top5.mean()),
                          "d_top_std": float(top5.std()), "d_random": float(rnd5.mean()),
-                         "d_random_std": float(rnd5.std()), "windows": b.ks_windows})  # fmt: skip
+                         "d_random_std": float(rnd5.std()), "windows": b.ks_windows,
+                         "d_top_by_window": top5.flatten(1).mean(1).tolist()})  # fmt: skip
         if length >= 64:
             res = critical_n_by_head(torch.cat(tops), torch.cat(rnds), grid)
             crit.append(res.to_frame(length))
@@ -95,18 +97,20 @@ def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     by_len, crit = per_length_tables(model, corpus, lengths, b)
     ns = [n for n in (1, 5, 10, 20, 50, 100, 200) if n < top_len]
     by_n = distance_vs_n(alpha, values, ns, draws=b.norm_draws, seed=b.seed)
-    ratio = distinguishability_vs_n(
-        alpha, values, [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
-    )
+    ratio_grid = [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
+    ratio = distinguishability_vs_n(alpha, values, ratio_grid)
+    # per head (mean over the windows): the units of the plateau's and saturation's intervals
+    d_heads = cumulative_distance(alpha, values, ns).mean(0).flatten(0, 1).numpy()
+    r_heads = distinguishability(alpha, values, ratio_grid).mean(0).flatten(0, 1).numpy()
     rows = alpha.reshape(-1, alpha.shape[-1])
     pick = torch.linspace(0, rows.shape[0] - 1, min(b.grad_rows, rows.shape[0])).round().long()
     logits = rows[pick.unique()].clamp_min(torch.finfo(torch.float32).tiny).log()
-    grad = gradient_sensitivity(logits, b.temperatures, b.eps, draws=4, seed=b.seed)
+    grad = gradient_sensitivity(logits, b.temperatures, b.eps, draws=4, seed=b.seed, by_row=True)
     saturated = saturation_share(rows.clamp_min(torch.finfo(torch.float32).tiny).log())
     return [
         ("distance_length", nc.claim_distance_length(by_len)),
-        ("distance_plateau", nc.claim_distance_plateau(by_n, top_len)),
+        ("distance_plateau", nc.claim_distance_plateau(by_n, top_len, d_heads)),
         ("critical_n", nc.claim_critical_n(crit)),
-        ("recall_saturation", nc.claim_recall_saturation(ratio)),
+        ("recall_saturation", nc.claim_recall_saturation(ratio, r_heads)),
         ("gradient_sensitivity", nc.claim_gradient_sensitivity(grad, saturated)),
     ]
