@@ -303,6 +303,19 @@ def test_reproduce_end_to_end_tiny(tiny_dir: Path, tmp_path: Path):
     amp = table[table["claim"] == rp.CLAIMS["variance_amplification"].claim]
     assert list(amp["n"]) == [2] and amp["interval"].str.contains(r"\.\.").all()
     assert list(amp["verdict"]) == [claim.INCONCLUSIVE]  # 2 samples decide nothing
+    ids = (
+        "distance_length",
+        "distance_plateau",
+        "recall_saturation",
+        "gradient_sensitivity",
+        "first_position_variance",
+        "massive_activations",
+        "super_neurons",
+        "self_only_mask",
+    )
+    rows = table.set_index("claim").loc[[rp.CLAIMS[c].claim for c in ids]]
+    assert rows["n"].notna().all()  # the sample size behind each verdict
+    assert set(rows["verdict"]) == {claim.INCONCLUSIVE}  # tiny budget: too few units
     page = (out / "claims.html").read_text()
     assert page.count("<svg") == len(table)
     assert not re.search(r"<script[^>]*\bsrc=", page, re.I)

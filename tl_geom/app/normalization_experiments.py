@@ -41,8 +41,10 @@ def per_length_tables(
     At every L the same ``ks_windows`` corpus windows of L tokens (not truncations of
     longer ones), final query, every layer and head; run in chunks of ``ks_chunk``
     windows. ``d~_5``: mean over windows and heads of the top-5 and the random-5 (mean
-    of ``norm_draws`` draws) cumulative distance. KS (L >= 64): per head, windows as
-    samples, one random subset per window (:func:`critical_n_by_head`).
+    of ``norm_draws`` draws) cumulative distance; ``d_top_by_window``: per window, the
+    top-5 ``d~_5`` averaged over its heads (the units of the slope's interval). KS
+    (L >= 64): per head, windows as samples, one random subset per window
+    (:func:`critical_n_by_head`).
     """
     len_rows: list[dict[str, Any]] = []
     crit: list[pd.DataFrame] = []
@@ -100,8 +102,8 @@ def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     ratio_grid = [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
     ratio = distinguishability_vs_n(alpha, values, ratio_grid)
     # per head (mean over the windows): the units of the plateau's and saturation's intervals
-    d_heads = cumulative_distance(alpha, values, ns).mean(0).flatten(0, 1).numpy()
-    r_heads = distinguishability(alpha, values, ratio_grid).mean(0).flatten(0, 1).numpy()
+    d_heads = cumulative_distance(alpha, values, ns).mean(0).flatten(0, 1).cpu().numpy()
+    r_heads = distinguishability(alpha, values, ratio_grid).mean(0).flatten(0, 1).cpu().numpy()
     rows = alpha.reshape(-1, alpha.shape[-1])
     pick = torch.linspace(0, rows.shape[0] - 1, min(b.grad_rows, rows.shape[0])).round().long()
     logits = rows[pick.unique()].clamp_min(torch.finfo(torch.float32).tiny).log()

@@ -60,7 +60,7 @@ def sink_origins_experiment(model: Any, corpus: str, b: Budget) -> Findings:
         (
             "first_position_variance",
             sc.claim_first_position_variance(
-                var_s.per_sample.numpy(), var_d.variance.numpy(), upto=upto
+                var_s.per_sample.cpu().numpy(), var_d.variance.cpu().numpy(), upto=upto
             ),
         ),
         (
@@ -70,7 +70,10 @@ def sink_origins_experiment(model: Any, corpus: str, b: Budget) -> Findings:
         (
             "super_neurons",
             sc.claim_super_neurons(
-                sn.to_frame(), sn.dim, sn.sample_contributions.numpy(), sn.sample_write.numpy()
+                sn.to_frame(),
+                sn.dim,
+                sn.sample_contributions.cpu().numpy(),
+                sn.sample_write.cpu().numpy(),
             ),
         ),
     ]
@@ -122,7 +125,10 @@ def interventions_experiment(model: Any, corpus: str, b: Budget) -> Findings:
         layers=list(range(last + 1)), sweep=True,
     )  # fmt: skip
     return [
-        ("self_only_mask", sic.claim_self_only(before.numpy(), after.numpy(), k, chain=chain)),
+        (
+            "self_only_mask",
+            sic.claim_self_only(before.cpu().numpy(), after.cpu().numpy(), k, chain=chain),
+        ),
         ("variance_amplification", sic.claim_variance_amplification(shift_summary(shift))),
     ]
 

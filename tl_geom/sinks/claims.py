@@ -128,12 +128,10 @@ def claim_first_position_variance(
     share = float((var[:n_layers].argmax(-1) == 0).mean())
     ratio = var[:, 0] / var[:, 1:].mean(-1)
     ratio_d = dims[:, 0] / dims[:, 1:].mean(-1)
-    scope = (
-        "all layers (no sink forms)" if upto is None else f"layers 0-{upto} (sink forms at {upto})"
-    )
+    scope = "all: no sink forms" if upto is None else f"0-{upto}: the sink forms at {upto}"
     text = (
-        f"position 0 surely largest in {largest} of {n_layers} {scope} ({undecided} "
-        f"undecided; point estimate {share:.0%}), {n} samples; var(0)/var(rest) "
+        f"position 0 surely largest in {largest} of {n_layers} layers ({scope}), {undecided} "
+        f"undecided (point estimate {share:.0%}), {n} samples; var(0)/var(rest) "
         f"{fmt(ratio.min())}-{fmt(ratio.max())}; over d_head "
         f"{fmt(ratio_d.min())}-{fmt(ratio_d.max())}"
     )
