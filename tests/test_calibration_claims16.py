@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tl_geom import claim
 from tl_geom.normalization import claims as nc
@@ -223,3 +225,73 @@ def test_self_only_calibrated(seed: int) -> None:
     assert _self_only(rng, 64, 0.01, 0.002).verdict == N  # the mask changes nothing
     assert _self_only(rng, 5, 0.3, 0.1).verdict == INC  # 5 samples
     assert _self_only(rng, 64, 0.1, 0.5).verdict == INC  # the interval straddles 0.1
+
+
+# --- the interval helpers: slow references and properties ---------------------------
+
+
+def test_slope_draws_matches_a_loop_of_polyfits() -> None:
+    from tl_geom.normalization.distance_claims import slope_draws
+
+    rng = np.random.default_rng(3)
+    per = [np.exp(rng.standard_normal(12)) * x for x in (32.0, 64.0, 128.0)]
+    got = slope_draws([32, 64, 128], per, draws=50, seed=4)
+    ref_rng = np.random.default_rng(4)  # the same resamples, one draw at a time
+    idx = [ref_rng.integers(0, s.size, (50, s.size)) for s in per]
+    for d in range(50):
+        means = [s[i[d]].mean() for s, i in zip(per, idx, strict=True)]
+        k = np.polyfit(np.log([32, 64, 128]), np.log(means), 1)[0]
+        assert got[d] == pytest.approx(k, rel=1e-10, abs=1e-12)
+
+
+@given(
+    st.floats(-2, 2),
+    st.floats(1e-3, 1e3),
+    st.integers(1, 20),
+)
+def test_slope_draws_exact_on_a_noise_free_power_law(k: float, c: float, units: int) -> None:
+    from tl_geom.normalization.distance_claims import slope_draws
+
+    x = np.array([16.0, 32.0, 64.0, 512.0])
+    draws = slope_draws(x, [np.full(units, c * v**k) for v in x], draws=20)
+    np.testing.assert_allclose(draws, k, atol=1e-9)
+
+
+def test_first_position_ratio_interval_matches_a_loop() -> None:
+    rng = np.random.default_rng(5)
+    per = rng.random((12, 3, 5))
+    got = sc.first_position_ratio_interval(per, seed=2)
+    idx = np.random.default_rng(2).integers(0, 12, (sc.DRAWS, 12))
+    ratios = []
+    for d in range(sc.DRAWS):  # the slow way: resample, average, divide
+        var = per[idx[d]].mean(0)
+        ratios.append(var[:, 0] / var[:, 1:].max(-1))
+    ref = np.quantile(np.array(ratios), [0.025, 0.975], axis=0).T
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+
+@given(st.lists(st.floats(0.1, 10.0), min_size=6, max_size=6), st.integers(10, 40))
+def test_first_position_ratio_interval_exact_without_noise(var: list[float], n: int) -> None:
+    v = np.array(var).reshape(2, 3)
+    iv = sc.first_position_ratio_interval(np.broadcast_to(v, (n, 2, 3)).copy())
+    exact = v[:, 0] / v[:, 1:].max(-1)
+    np.testing.assert_allclose(iv, np.stack([exact, exact], 1), rtol=1e-12)
+
+
+@given(st.lists(st.floats(-1e3, 1e3), min_size=10, max_size=60))
+def test_mean_interval_holds_the_mean(x: list[float]) -> None:
+    lo, hi = claim.mean_interval(x)
+    m = float(np.mean(x))
+    assert lo <= m + 1e-9 * (1 + abs(m)) and m - 1e-9 * (1 + abs(m)) <= hi
+    assert hi - lo == pytest.approx(4 * np.std(x, ddof=1) / np.sqrt(len(x)), abs=1e-9)
+
+
+@given(st.integers(0, 40), st.integers(0, 40), st.integers(1, 40))
+def test_by_samples_never_rewards_fewer_samples_showing_it(full: int, extra: int, n: int) -> None:
+    full = min(full, n)
+    weak = min(full + extra, n)
+    order = {N: 0, P: 1, R: 2}
+    v = sc.by_samples(full, weak, n)
+    if v != INC and full < n:
+        more = sc.by_samples(full + 1, max(weak, full + 1), n)
+        assert more == INC or order[more] >= order[v]
