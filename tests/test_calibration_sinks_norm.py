@@ -154,14 +154,15 @@ def test_gradient_sensitivity_capped_eps_dropped_and_said() -> None:
     ts = [0.001, 0.003, 0.01, 0.03, 0.1, 1.0]
     rows = []
     for eps in (1e-3, 10.0):  # g ~ 1/T for small eps (true); the cap binds at eps = 10
-        for t in ts:
-            g = 0.5 / t if eps < 1 else 0.2
-            rows.append({"temperature": t, "eps": eps, "sensitivity": g,
-                         "jacobian_at": g, "capped": eps > 1})  # fmt: skip
+        for row in range(16):
+            for t in ts:
+                g = (0.5 + 0.01 * row) / t if eps < 1 else 0.2
+                rows.append({"temperature": t, "eps": eps, "sensitivity": g, "change": g * eps,
+                             "jacobian_at": g, "row": row})  # fmt: skip
     f = nc.claim_gradient_sensitivity(pd.DataFrame(rows), 0.25)
-    assert f.verdict == claim.REPRODUCED and f.numbers["dropped_eps"] == ["10"]
+    assert f.verdict == claim.REPRODUCED and f.numbers["dropped_eps"] == ["10"] and f.n == 16
     assert "eps 10 dropped" in f.measured and "25% of rows saturated" in f.measured
-    every = pd.DataFrame(rows).assign(capped=True)
+    every = pd.DataFrame(rows).assign(change=1.5)
     assert nc.claim_gradient_sensitivity(every).verdict == claim.INCONCLUSIVE
-    flat = pd.DataFrame(rows).assign(sensitivity=1.0)  # no 1/T law at the kept eps
+    flat = pd.DataFrame(rows).assign(sensitivity=1.0, change=1e-3)  # no 1/T law at kept eps
     assert nc.claim_gradient_sensitivity(flat).verdict == claim.NOT

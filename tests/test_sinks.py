@@ -11,6 +11,7 @@ import torch
 from tl_geom import TlGeomError
 from tl_geom.lens.hooks import count_hooks
 from tl_geom.lens.models import tiny_model
+from tl_geom.sinks.claims import claim_first_position_variance
 from tl_geom.sinks.measures import (
     dom_ratio_profile,
     effective_rank_profile,
@@ -113,6 +114,11 @@ def test_variance_discrepancy_matches_loop(model: Any) -> None:
             assert res.variance[layer, p].item() == pytest.approx(sum(vals) / len(vals))
             per_dim = [z[:, p, h, j].var(unbiased=False).item() for h in range(4) for j in range(8)]
             assert res_s.variance[layer, p].item() == pytest.approx(sum(per_dim) / len(per_dim))
+            for b in range(3):  # each sample's share: its mean over samples is the variance
+                own = [z[b, p, h].var(unbiased=False).item() for h in range(4)]
+                assert res.per_sample[b, layer, p].item() == pytest.approx(sum(own) / 4)
+                dev = (z[b, p] - z[:, p].mean(0)).square().mean().item()
+                assert res_s.per_sample[b, layer, p].item() == pytest.approx(dev)
     assert res.first_over_rest.shape == (model.cfg.n_layers,)
     unchecked = variance_discrepancy.__wrapped__  # pyright: ignore[reportFunctionMemberAccess]
     with pytest.raises(TlGeomError, match="over"):
@@ -130,6 +136,9 @@ def test_variance_discrepancy_first_position_highest_in_layer0_uniform_attention
     res = variance_discrepancy(m, length=16, samples=256, over="samples")
     v = res.variance[0]
     assert int(v.argmax()) == 0 and res.first_over_rest[0] > 2
+    # the calibrated claim recovers it: position 0 surely largest in the one layer
+    f = claim_first_position_variance(res.per_sample.numpy(), res.variance.numpy())
+    assert f.verdict == "reproduced" and f.n == 256 and f.interval == (1.0, 1.0)
 
 
 def test_gain_alignment_matches_scipy(model: Any) -> None:
@@ -159,6 +168,9 @@ def test_super_neurons_sum_to_the_mlp_write(model: Any) -> None:
         n = 7
         ref = sum(post[b, n].item() * w[n].item() for b in range(2)) / 2
         assert res.contributions[layer, n].item() == pytest.approx(ref, rel=1e-10)
+        own = post[1, n].item() * w[n].item()  # the second sample's own write
+        assert res.sample_contributions[1, layer, n].item() == pytest.approx(own, rel=1e-10)
+        assert res.sample_write[:, layer].mean().item() == pytest.approx(out.item(), abs=1e-5)
     top = res.top(3)
     assert len(top) == 3 and top["abs_contribution"].is_monotonic_decreasing
     auto = super_neurons(model, tokens)

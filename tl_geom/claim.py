@@ -35,9 +35,11 @@ __all__ = [
     "arrays",
     "bootstrap_interval",
     "by_share",
+    "combine_verdicts",
     "fmt",
     "is_finite",
     "loglog_slope",
+    "mean_interval",
     "plot_data",
     "share_verdict",
     "wilson_interval",
@@ -130,6 +132,43 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def combine_verdicts(verdicts: Sequence[Verdict]) -> Verdict:
+    """One verdict from several (e.g. per k, per eps).
+
+    All alike -> that one; any reproduced or partly among others -> partly; otherwise
+    (inconclusive mixed with not) -> inconclusive.
+
+    >>> combine_verdicts(["reproduced"] * 2), combine_verdicts(["reproduced", "not reproduced"])
+    ('reproduced', 'partly')
+    >>> combine_verdicts(["not reproduced", "inconclusive"]), combine_verdicts([])
+    ('inconclusive', 'inconclusive')
+    """
+    if not verdicts:
+        return INCONCLUSIVE
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    return PARTLY if REPRODUCED in verdicts or PARTLY in verdicts else INCONCLUSIVE
+
+
+def mean_interval(x: Numbers, z: float = 2.0, min_n: int = 10) -> tuple[float, float]:
+    """``mean -+ z se`` of the finite values of ``x`` (``se = sd / sqrt(n)``, ddof 1).
+
+    (nan, nan) with fewer than ``min_n`` finite values [ours: below that the standard
+    error is not trusted].
+
+    >>> [round(v, 4) for v in mean_interval(np.r_[np.zeros(50), np.ones(50)])]
+    [0.3995, 0.6005]
+    >>> mean_interval([1.0, 2.0])
+    (nan, nan)
+    """
+    a = np.asarray(x, dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    if a.size < max(min_n, 2):
+        return math.nan, math.nan
+    half = z * float(a.std(ddof=1)) / math.sqrt(a.size)
+    return float(a.mean()) - half, float(a.mean()) + half
 
 
 def share_verdict(k: int, n: int, high: float = 0.5, low: float = 0.2) -> Verdict:

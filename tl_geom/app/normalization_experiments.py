@@ -20,10 +20,15 @@ from tl_geom.normalization import claims as nc
 from tl_geom.normalization.critical import critical_n_by_head
 from tl_geom.normalization.distinguishability import (
     cumulative_distance,
+    distinguishability,
     random_cumulative_distance,
 )
 from tl_geom.normalization.softmax_bounds import gradient_sensitivity, saturation_share
-from tl_geom.normalization.tables import distance_vs_n, distinguishability_vs_n
+from tl_geom.normalization.tables import (
+    distance_vs_n,
+    distinguishability_frame,
+    distinguishability_vs_n,
+)
 
 __all__ = ["normalization_experiment", "per_length_tables"]
 
@@ -42,10 +47,12 @@ def per_length_tables(
     At every L the same ``ks_windows`` corpus windows of L tokens (not truncations of
     longer ones), final query, every layer and head; run in chunks of ``ks_chunk``
     windows. ``d~_5``: mean over windows and heads of the top-5 and the random-5 (mean
-    of ``norm_draws`` draws) cumulative distance. KS (L >= 64): per head, windows as
-    samples, one random subset per window (:func:`critical_n_by_head`).
+    of ``norm_draws`` draws) cumulative distance; ``d_top_by_window``: per window, the
+    top-5 ``d~_5`` averaged over its heads (the units of the slope's interval). KS
+    (L >= 64): per head, windows as samples, one random subset per window
+    (:func:`critical_n_by_head`).
     """
-    len_rows: list[dict[str, float]] = []
+    len_rows: list[dict[str, Any]] = []
     crit: list[pd.DataFrame] = []
     for length in lengths:
         tokens = token_windows(
@@ -69,7 +76,8 @@ def per_length_tables(
         top5, rnd5 = torch.cat(d5), torch.cat(r5)
         len_rows.append({"length": length, "n": 5, "d_top": float(top5.mean()),
                          "d_top_std": float(top5.std()), "d_random": float(rnd5.mean()),
-                         "d_random_std": float(rnd5.std()), "windows": b.ks_windows})  # fmt: skip
+                         "d_random_std": float(rnd5.std()), "windows": b.ks_windows,
+                         "d_top_by_window": top5.flatten(1).mean(1).tolist()})  # fmt: skip
         if length >= 64:
             res = critical_n_by_head(torch.cat(tops), torch.cat(rnds), grid)
             crit.append(res.to_frame(length))
@@ -100,23 +108,27 @@ def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     by_len, crit = per_length_tables(model, corpus, lengths, b)
     ns = [n for n in (1, 5, 10, 20, 50, 100, 200) if n < top_len]
     by_n = distance_vs_n(alpha, values, ns, draws=b.norm_draws, seed=b.seed)
-    ratio_ns = [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
-    ratio = distinguishability_vs_n(alpha, values, ratio_ns)
+    ratio_grid = [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
+    by_row = distinguishability(alpha, values, ratio_grid)  # [b, layer, head, N]
+    ratio = distinguishability_frame(by_row, ratio_grid)
     stream = residual_inputs(model, tokens).double()  # [b, layer, L, d_model]
     resid = distinguishability_vs_n(
-        alpha.transpose(0, 1), einops.rearrange(stream, "b l k d -> l b 1 k d"), ratio_ns
+        alpha.transpose(0, 1), einops.rearrange(stream, "b l k d -> l b 1 k d"), ratio_grid
     )
     ratio["ns_over_n_resid"] = resid["ns_over_n"].to_numpy()
     ratio["ns_over_n_resid_std"] = resid["ns_over_n_std"].to_numpy()
+    # per head (mean over the windows): the units of the plateau's and saturation's intervals
+    d_heads = cumulative_distance(alpha, values, ns).mean(0).flatten(0, 1).cpu().numpy()
+    r_heads = by_row.mean(0).flatten(0, 1).cpu().numpy()
     rows = alpha.reshape(-1, alpha.shape[-1])
     pick = torch.linspace(0, rows.shape[0] - 1, min(b.grad_rows, rows.shape[0])).round().long()
     logits = rows[pick.unique()].clamp_min(torch.finfo(torch.float32).tiny).log()
-    grad = gradient_sensitivity(logits, b.temperatures, b.eps, draws=4, seed=b.seed)
+    grad = gradient_sensitivity(logits, b.temperatures, b.eps, draws=4, seed=b.seed, by_row=True)
     saturated = saturation_share(rows.clamp_min(torch.finfo(torch.float32).tiny).log())
     return [
         ("distance_length", nc.claim_distance_length(by_len)),
-        ("distance_plateau", nc.claim_distance_plateau(by_n, top_len)),
+        ("distance_plateau", nc.claim_distance_plateau(by_n, top_len, d_heads)),
         ("critical_n", nc.claim_critical_n(crit)),
-        ("recall_saturation", nc.claim_recall_saturation(ratio)),
+        ("recall_saturation", nc.claim_recall_saturation(ratio, r_heads)),
         ("gradient_sensitivity", nc.claim_gradient_sensitivity(grad, saturated)),
     ]

@@ -51,8 +51,8 @@ def sink_origins_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     var_s = variance_discrepancy(model, length=b.sink_len, samples=n, seed=b.seed, over="samples")
     var_d = variance_discrepancy(model, length=b.sink_len, samples=n, seed=b.seed, over="dims")
     mass = massive_activation_profile(model, tokens)
-    top = mass.values[..., 0].mean(0)  # [layer], batch mean of the largest |h|
-    ratio = mass.ratio[..., 0].mean(0)
+    top = mass.values[..., 0]  # [sample, layer], the largest |h|
+    ratio = mass.ratio[..., 0]
     pos, dim = mass.positions[0, :, 0], mass.dims[0, :, 0]
     sn = super_neurons(model, tokens)
     upto = formation_layer(model, tokens)
@@ -60,14 +60,22 @@ def sink_origins_experiment(model: Any, corpus: str, b: Budget) -> Findings:
         (
             "first_position_variance",
             sc.claim_first_position_variance(
-                var_s.variance.numpy(), var_d.variance.numpy(), upto=upto, n=n
+                var_s.per_sample.cpu().numpy(), var_d.variance.cpu().numpy(), upto=upto
             ),
         ),
         (
             "massive_activations",
             sc.claim_massive_activations(top.numpy(), ratio.numpy(), pos.numpy(), dim.numpy()),
         ),
-        ("super_neurons", sc.claim_super_neurons(sn.to_frame(), sn.dim)),
+        (
+            "super_neurons",
+            sc.claim_super_neurons(
+                sn.to_frame(),
+                sn.dim,
+                sn.sample_contributions.cpu().numpy(),
+                sn.sample_write.cpu().numpy(),
+            ),
+        ),
     ]
 
 
@@ -103,11 +111,11 @@ def interventions_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     """
     tokens = _sink_tokens(model, corpus, b)
     k = b.position
-    before = sink_profile(model, tokens).imp[..., k].mean((0, 2))  # [layer]
+    before = sink_profile(model, tokens).imp[..., k].mean(-1)  # [sample, layer]
     with self_only_mask(model, position=k):
-        after = sink_profile(model, tokens).imp[..., k].mean((0, 2))
+        after = sink_profile(model, tokens).imp[..., k].mean(-1)
     chain = _chain(model, tokens, k)
-    n_layers = before.shape[0]
+    n_layers = before.shape[1]
     last = min(int(chain["layer"]) + 2, n_layers - 2)  # the last layer has nothing downstream
     sweep_tokens = token_windows(
         model.tokenizer, load_corpus(corpus), ctx=b.sink_len, windows=b.shift_samples
@@ -117,7 +125,10 @@ def interventions_experiment(model: Any, corpus: str, b: Budget) -> Findings:
         layers=list(range(last + 1)), sweep=True,
     )  # fmt: skip
     return [
-        ("self_only_mask", sic.claim_self_only(before.numpy(), after.numpy(), k, chain=chain)),
+        (
+            "self_only_mask",
+            sic.claim_self_only(before.cpu().numpy(), after.cpu().numpy(), k, chain=chain),
+        ),
         ("variance_amplification", sic.claim_variance_amplification(shift_summary(shift))),
     ]
 

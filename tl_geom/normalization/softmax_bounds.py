@@ -188,6 +188,7 @@ def gradient_sensitivity(
     draws: int = 16,
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
+    by_row: bool = False,
 ) -> pd.DataFrame:
     """Sensitivity ``g(T, eps)`` of the attention weights to logit noise, on a T x eps grid.
 
@@ -216,10 +217,12 @@ def gradient_sensitivity(
         draws: noise draws per row (>= 1).
         seed: seed of the noise generator.
         dtype: computation dtype.
+        by_row: keep the rows (the leading dims flattened, in order) apart.
 
     Returns:
         Columns ``temperature, eps, change, sensitivity, jacobian, jacobian_at, capped``,
-        one row per (T, eps).
+        one row per (T, eps); with ``by_row`` also ``row``, one row per (T, eps, row)
+        (``capped`` then per row).
     """
     _check_logits(logits)
     ts = [_check_positive("temperature", t) for t in temperatures]
@@ -233,33 +236,40 @@ def gradient_sensitivity(
     e_t = torch.tensor(es, dtype=dtype, device=z.device).view(1, -1, 1, 1)  # [1, E, 1, 1]
     base = torch.softmax(z / t_t[:, 0], dim=-1)  # [T, rows, L]
     gen = torch.Generator(device=z.device).manual_seed(seed)
-    change = torch.zeros(len(ts), len(es), dtype=dtype, device=z.device)
-    jac_at = torch.zeros(len(ts), len(es), dtype=dtype, device=z.device)
-    jac = torch.zeros(len(ts), dtype=dtype, device=z.device)
+    rows = z.shape[0]
+    change = torch.zeros(len(ts), len(es), rows, dtype=dtype, device=z.device)
+    jac_at = torch.zeros(len(ts), len(es), rows, dtype=dtype, device=z.device)
+    jac = torch.zeros(len(ts), rows, dtype=dtype, device=z.device)
     for _ in range(int(draws)):
         xi = torch.randn(z.shape, generator=gen, dtype=dtype, device=z.device)
         pert = torch.softmax((z + e_t * xi) / t_t, dim=-1)  # [T, E, rows, L]
-        change += (pert - base.unsqueeze(1)).abs().sum(-1).mean(-1)
+        change += (pert - base.unsqueeze(1)).abs().sum(-1)
         px = pert * xi
-        jac_at += ((px - pert * px.sum(-1, keepdim=True)) / t_t).abs().sum(-1).mean(-1)
+        jac_at += ((px - pert * px.sum(-1, keepdim=True)) / t_t).abs().sum(-1)
         ax = base * xi
         jxi = (ax - base * ax.sum(-1, keepdim=True)) / t_t[:, 0]
-        jac += jxi.abs().sum(-1).mean(-1)
-    change /= draws
-    jac_at /= draws
-    jac /= draws
-    grid_t, grid_e = torch.meshgrid(t_t.flatten(), e_t.flatten(), indexing="ij")
-    return pd.DataFrame(
-        {
-            "temperature": grid_t.flatten().cpu().numpy(),
-            "eps": grid_e.flatten().cpu().numpy(),
-            "change": change.flatten().cpu().numpy(),
-            "sensitivity": (change / grid_e).flatten().cpu().numpy(),
-            "jacobian": jac.unsqueeze(1).expand_as(change).flatten().cpu().numpy(),
-            "jacobian_at": jac_at.flatten().cpu().numpy(),
-            "capped": (change >= 1.0).flatten().cpu().numpy(),
-        }
+        jac += jxi.abs().sum(-1)
+    change, jac_at, jac = change / draws, jac_at / draws, jac.unsqueeze(1) / draws
+    if not by_row:
+        change, jac_at, jac = change.mean(-1), jac_at.mean(-1), jac.mean(-1)
+    grid = torch.meshgrid(
+        t_t.flatten(),
+        e_t.flatten(),
+        *([torch.arange(rows, device=z.device, dtype=dtype)] if by_row else []),
+        indexing="ij",
     )
+    out = {
+        "temperature": grid[0].flatten().cpu().numpy(),
+        "eps": grid[1].flatten().cpu().numpy(),
+        "change": change.flatten().cpu().numpy(),
+        "sensitivity": (change / grid[1]).flatten().cpu().numpy(),
+        "jacobian": jac.expand_as(change).flatten().cpu().numpy(),
+        "jacobian_at": jac_at.flatten().cpu().numpy(),
+        "capped": (change >= 1.0).flatten().cpu().numpy(),
+    }
+    if by_row:
+        out["row"] = grid[2].flatten().long().cpu().numpy()
+    return pd.DataFrame(out)
 
 
 def saturation_share(logits: Float[Tensor, "*lead key"], temperature: float = 1.0) -> float:

@@ -27,6 +27,7 @@ __all__ = [
     "critical_n_vs_length",
     "distance_vs_length",
     "distance_vs_n",
+    "distinguishability_frame",
     "distinguishability_vs_n",
     "truncate_windows",
 ]
@@ -165,9 +166,18 @@ def distinguishability_vs_n(
         full = values.expand(*lead, *values.shape[-2:])
         pairs = zip(alpha, full, strict=True)
         ratio = torch.stack([distinguishability(a, v, grid) for a, v in pairs])
+    return distinguishability_frame(ratio, grid)
+
+
+def distinguishability_frame(ratio: Float[Tensor, "*lead nn"], ns: Sequence[int]) -> pd.DataFrame:
+    """The table of :func:`distinguishability_vs_n` from ``N_s / N`` already measured per row.
+
+    Returns:
+        Columns ``n, ns_over_n, ns_over_n_std`` (mean and population std over rows).
+    """
     mean, std = _mean_std(ratio)
     return pd.DataFrame(
-        {"n": grid, "ns_over_n": mean.cpu().numpy(), "ns_over_n_std": std.cpu().numpy()}
+        {"n": list(ns), "ns_over_n": mean.cpu().numpy(), "ns_over_n_std": std.cpu().numpy()}
     )
 
 

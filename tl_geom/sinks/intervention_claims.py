@@ -19,8 +19,10 @@ from tl_geom.claim import (
     Numbers,
     Verdict,
     arrays,
+    combine_verdicts,
     fmt,
     is_finite,
+    mean_interval,
     plot_data,
 )
 
@@ -35,23 +37,26 @@ __all__ = [
 ]
 
 
-def _sink_formed(before: float, after: float) -> bool:
-    return is_finite(before) and is_finite(after) and after >= 0.1 and after >= 5 * before
-
-
 def claim_self_only(
     before: np.ndarray, after: np.ndarray, position: int, *, chain: dict[str, Any] | None = None
 ) -> Finding:
-    """``imp(k)`` per layer (mean over heads and samples) before and under the self-only mask.
+    """``imp(k)`` per sample and layer (mean over heads), before and under the self-only mask.
 
-    ``chain`` (reported, not judged): the super neuron's write into the massive dim at
-    position 0, at k, and at k under the mask -- does the mask make k a "first token"?
+    ``before``, ``after``: ``[sample, layer]`` on the same samples (paired). ``chain``
+    (reported, not judged): the super neuron's write into the massive dim at position 0,
+    at k, and at k under the mask -- does the mask make k a "first token"?
 
-    Verdict (:func:`self_only_verdict`) on the means over layers:
-    ``after >= 0.1`` and ``>= 5x before`` reproduced, ``>= 2x`` partly, else not.
+    Verdict (:func:`self_only_verdict`) on the per-sample means over layers; ``n``:
+    samples; interval: ``mean -+ 2 se`` of ``imp(k)`` under the mask.
     """
-    b, a = float(before.mean()), float(after.mean())
-    text = f"mean imp({position}) {fmt(b, '.3f')} -> {fmt(a, '.3f')} (max layer {fmt(after.max())})"
+    before, after = np.atleast_2d(before), np.atleast_2d(after)
+    b_s, a_s = before.mean(1), after.mean(1)  # per sample
+    b, a = float(b_s.mean()), float(a_s.mean())
+    iv = mean_interval(a_s, Z, MIN_SAMPLES)
+    text = (
+        f"mean imp({position}) {fmt(b, '.3f')} -> {fmt(a, '.3f')} [{fmt(iv[0], '.3f')}, "
+        f"{fmt(iv[1], '.3f')}] over {len(a_s)} samples (max layer {fmt(after.mean(0).max())})"
+    )
     if chain:
         text += (
             f"; super neuron L{int(chain['layer'])}/{int(chain['neuron'])} writes dim "
@@ -60,25 +65,42 @@ def claim_self_only(
             f"{fmt(chain['write_at_k_masked'], '.4g')} at {position} masked"
         )
     plot = plot_data(
-        range(len(before)), {"before": before, "self-only mask": after},
+        range(before.shape[1]), {"before": before.mean(0), "self-only mask": after.mean(0)},
         xlabel="layer", ylabel=f"imp({position})",
     )  # fmt: skip
-    nums = {"before": b, "after": a, "chain": chain}
-    return Finding(nums, text, self_only_verdict(b, a), plot)
+    nums = {"before": b, "after": a, "after_interval": list(iv), "chain": chain}
+    interval = iv if is_finite(iv[0]) else None
+    return Finding(nums, text, self_only_verdict(b_s, a_s), plot, len(a_s), interval)
 
 
-def self_only_verdict(before: float, after: float) -> Verdict:
+def self_only_verdict(before: Numbers, after: Numbers) -> Verdict:
     """A self-only mask at k creates a sink at k downstream.
 
-    ``imp(k)`` averaged over layers and heads, before and under the mask. Reproduced
-    ``after >= 0.1`` and ``after >= 5 before``; partly ``after >= 2 before``; else not.
+    ``before``, ``after``: per sample, ``imp(k)`` averaged over layers and heads without
+    and under the mask (paired). Intervals ``mean -+ 2 se`` over the samples of
+    ``after``, ``after - 5 before`` and ``after - 2 before``. Reproduced: a sink surely
+    forms (``after``'s interval at or above 0.1 and ``after - 5 before``'s at or above
+    0). Surely no sink: ``after``'s below 0.1 or ``after - 5 before``'s below 0; then
+    partly when ``after - 2 before``'s lies above 0, not when at or below 0.
+    Inconclusive: fewer than 10 samples, or an interval straddles its threshold.
 
-    >>> self_only_verdict(0.01, 0.26), self_only_verdict(0.01, 0.03), self_only_verdict(0.01, 0.01)
-    ('reproduced', 'partly', 'not reproduced')
+    >>> self_only_verdict([0.01] * 20, [0.26] * 20), self_only_verdict([0.01] * 20, [0.03] * 20)
+    ('reproduced', 'partly')
+    >>> self_only_verdict([0.01] * 20, [0.01] * 20), self_only_verdict([0.01] * 5, [0.26] * 5)
+    ('not reproduced', 'inconclusive')
     """
-    if _sink_formed(before, after):
+    b, a = arrays(before=before, after=after)
+    ok = np.isfinite(b) & np.isfinite(a)
+    b, a = b[ok], a[ok]
+    if a.size < MIN_SAMPLES:
+        return INCONCLUSIVE
+    after_iv = mean_interval(a, Z, MIN_SAMPLES)
+    five, two = mean_interval(a - 5 * b, Z, MIN_SAMPLES), mean_interval(a - 2 * b, Z, MIN_SAMPLES)
+    if after_iv[0] >= 0.1 and five[0] >= 0:
         return REPRODUCED
-    return PARTLY if is_finite(before) and is_finite(after) and after >= 2 * before else NOT
+    if not (after_iv[1] < 0.1 or five[1] < 0):
+        return INCONCLUSIVE
+    return PARTLY if two[0] > 0 else NOT if two[1] <= 0 else INCONCLUSIVE
 
 
 Z = 2.0
@@ -153,24 +175,6 @@ def claim_variance_amplification(summary: pd.DataFrame) -> Finding:
     return Finding(
         {"by_k": rows, "lam": lam}, measured, combine_verdicts(verdicts), plot, n, interval
     )
-
-
-def combine_verdicts(verdicts: list[Verdict]) -> Verdict:
-    """One verdict from several (e.g. per k).
-
-    All alike -> that one; any reproduced or partly among others -> partly; otherwise
-    (inconclusive mixed with not) -> inconclusive.
-
-    >>> combine_verdicts(["reproduced"] * 2), combine_verdicts(["reproduced", "not reproduced"])
-    ('reproduced', 'partly')
-    >>> combine_verdicts(["not reproduced", "inconclusive"]), combine_verdicts([])
-    ('inconclusive', 'inconclusive')
-    """
-    if not verdicts:
-        return INCONCLUSIVE
-    if len(set(verdicts)) == 1:
-        return verdicts[0]
-    return PARTLY if REPRODUCED in verdicts or PARTLY in verdicts else INCONCLUSIVE
 
 
 def variance_amplification_verdict(

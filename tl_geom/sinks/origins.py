@@ -40,12 +40,15 @@ class VarianceDiscrepancy:
     """Variance of the head outputs by position, ``variance``: ``[layer, pos]``.
 
     ``over="dims"``: ``mean_{batch, head} var_d(o)``; ``over="samples"``:
-    ``mean_{head, d} var_batch(o)``.
+    ``mean_{head, d} var_batch(o)``. ``per_sample``: ``[batch, layer, pos]``, each
+    sample's share, whose mean over the batch is ``variance``: ``mean_head var_d(o_b)``
+    or ``mean_{head, d} (o_b - mean_batch o)^2`` (the units of a bootstrap over samples).
     """
 
     variance: Tensor
     layers: tuple[int, ...]
     over: str
+    per_sample: Tensor
 
     @property
     def first_over_rest(self) -> Tensor:
@@ -89,11 +92,11 @@ def variance_discrepancy(
     def reduce(layer: int, acts: dict[str, Tensor]) -> Tensor:
         z = acts["z"].double()  # [b, pos, head, d]
         if over == "dims":
-            return sm.variance_over_dims(z).mean((0, 2))
-        return z.var(0, unbiased=False).mean((-2, -1))
+            return sm.variance_over_dims(z).mean(2)
+        return (z - z.mean(0)).square().mean((-2, -1))
 
-    ids, var = per_layer(model, tokens, ["z"], layers, reduce, dim=0)
-    return VarianceDiscrepancy(var, ids, over)
+    ids, per = per_layer(model, tokens, ["z"], layers, reduce, dim=1)  # [b, layer, pos]
+    return VarianceDiscrepancy(per.mean(0), ids, over, per)
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class SuperNeurons:
             batch, ``[layer, neuron]``.
         mlp_write: the MLP's whole write to ``dim`` there (``sum_n c_n + b_out[dim]``).
         dim, position: the residual dimension and token position studied.
+        sample_contributions, sample_write: the same per sample, ``[batch, layer,
+            neuron]`` and ``[batch, layer]`` (their batch means are the two above).
     """
 
     contributions: Tensor
@@ -156,6 +161,8 @@ class SuperNeurons:
     dim: int
     position: int
     layers: tuple[int, ...]
+    sample_contributions: Tensor
+    sample_write: Tensor
 
     def top(self, k: int = 5) -> pd.DataFrame:
         """The ``k`` largest ``|contribution|`` over all layers and neurons."""
@@ -210,6 +217,7 @@ def super_neurons(
         dim = int(h.abs().mean(0).amax(0).argmax())
     elif not 0 <= dim < d_model:
         raise TlGeomError(f"dim={dim} out of range 0..{d_model - 1}")
-    contrib = einops.einsum(act, w_out[..., dim], "b l n, l n -> b l n").mean(0)
+    per = einops.einsum(act, w_out[..., dim], "b l n, l n -> b l n")
+    contrib = per.mean(0)
     write = contrib.sum(-1) + b_out[:, dim]
-    return SuperNeurons(contrib, write, dim, position, ids)
+    return SuperNeurons(contrib, write, dim, position, ids, per, per.sum(-1) + b_out[:, dim])
