@@ -19,6 +19,7 @@ from tl_geom.app.columns import column, grid, ints, lookup, nanmean
 from tl_geom.app.headline import headline
 from tl_geom.app.html import esc, fmt, page, page_path, require_matplotlib, table, write_page
 from tl_geom.app.report_checks import diagnostics_section, profile_section
+from tl_geom.app.report_heads import heads_section
 from tl_geom.geometry.taxonomy import HEAD_TYPES
 from tl_geom.jobs.results import Analysis, AttentionView
 
@@ -29,6 +30,7 @@ SECTIONS = (
     ("curves", "Separability vs N"),
     ("heatmaps", "Heads at a glance"),
     ("taxonomy", "Head types"),
+    ("heads", "Heads to look at"),
     ("profile", "Attention profile of the final query"),
     ("diagnostics", "Assumption checks"),
     ("attention", "Attention view"),
@@ -265,7 +267,8 @@ def write_report(analysis: Analysis, path: Path) -> Path:
     """Write the self-contained HTML report of ``analysis`` to ``path``.
 
     Sections (ids in :data:`SECTIONS`): summary, P/R/F1 curves vs N against the random
-    baseline and the envelope, layer x head heatmaps, the final query's attention
+    baseline and the envelope, layer x head heatmaps, head types, the heads to look at
+    (:mod:`tl_geom.app.report_heads`), the final query's attention
     profile with its 4-phase fit, assumption checks, the circuitsvis attention view
     (inline JavaScript) and run.json. No request leaves the page.
 
@@ -293,6 +296,7 @@ def write_report(analysis: Analysis, path: Path) -> Path:
             "curves": _curves(a),
             "heatmaps": _heatmaps(a, ns, layers, heads),
             "taxonomy": _taxonomy(a, layers, heads),
+            "heads": heads_section(a, ns),
             "profile": profile_section(a, layers),
             "diagnostics": diagnostics_section(a),
             "attention": _attention(a.view, a.heads),

@@ -15,7 +15,7 @@ refer to position 0, the ``[CLS]`` token that opens every window.
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from tl_geom.geometry.taxonomy import TaxonomyConfig
 from tl_geom.jobs.aggregate import aggregate
 from tl_geom.jobs.config import AnalyzeConfig
 from tl_geom.jobs.distributed import join
+from tl_geom.jobs.head_rows import capture_head_rows, pick_heads, picture_n
 from tl_geom.jobs.outdir import OutLock, check_out
 from tl_geom.jobs.results import Analysis
 from tl_geom.jobs.resume import WindowRun, run_windows
@@ -229,6 +230,8 @@ def run_analysis(
         ranks.leave()
         times = (t_start, t_loaded)
         analysis = _tables(config, model, tokens, spec, facts, run, fingerprint, ranks, times)
+        if ranks.rank == 0:  # the report's "heads to look at": one more forward of window 0
+            analysis = _with_head_rows(analysis, model, tokens[:1], spec)
         if out_path is not None and ranks.rank == 0:
             analysis.save(out_path)
     finally:
@@ -282,6 +285,14 @@ def _tables(
         view=tables.view,
         run=record,
     )
+
+
+def _with_head_rows(analysis: Analysis, model: Any, window: Tensor, spec: WindowSpec) -> Analysis:
+    """``analysis`` with :class:`~tl_geom.jobs.results.HeadRows` of the heads to look at."""
+    n = picture_n(spec.n)
+    picks = pick_heads(analysis.metrics, analysis.heads, n)
+    text = token_text(model, window[0]) or tuple(map(str, window[0].tolist()))
+    return replace(analysis, head_rows=capture_head_rows(model, window, picks, text, n))
 
 
 def _run_record(

@@ -26,6 +26,9 @@ in ``--out`` are its parts:
 - ``profiles.npy``: ``[layer, head, key]`` mean final-query attention over windows.
 - ``view.json``: one window's tokens and one layer's ``[head, T, T]`` pattern for the
   attention view (the first T tokens).
+- ``inspect.npz``: the report's "heads to look at" (:class:`HeadRows`): a few heads of
+  each type and the extremes of the heatmaps, each with window 0's final-query row and
+  the values of its keys.
 - ``run.json``: provenance (model, corpus hash, arguments, versions, timings) and
   ``taxonomy``: the rule thresholds, type counts and the k-means agreement.
 """
@@ -44,7 +47,14 @@ import pandas as pd
 
 from tl_geom.errors import TlGeomError
 
-__all__ = ["Analysis", "AttentionView", "atomic_write_bytes", "atomic_write_text", "make_dir"]
+__all__ = [
+    "Analysis",
+    "AttentionView",
+    "HeadRows",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "make_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,58 @@ class AttentionView:
 
 
 @dataclass(frozen=True)
+class HeadRows:
+    """Window 0's final-query row and values of a few heads: the report's "heads to look at".
+
+    Attributes:
+        layers, heads: the model layer and head of each pick ``[k]``.
+        reasons: why each head was picked (its type, or the heatmap it tops or bottoms).
+        tokens: window 0's tokens as text ``[L]``.
+        alpha: ``[k, L]`` the final query's weights over the window's keys (float64).
+        values: ``[k, L, d]`` those keys' value vectors (float32, or float64 for a
+            float64 model).
+        show: the N of the pictures (:func:`tl_geom.jobs.head_rows.picture_n`).
+    """
+
+    layers: list[int]
+    heads: list[int]
+    reasons: list[str]
+    tokens: list[str]
+    alpha: np.ndarray
+    values: np.ndarray
+    show: int
+
+    def to_npz(self) -> bytes:
+        """The arrays as ``.npz`` bytes (text as unicode arrays: loads without pickle)."""
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            layers=np.asarray(self.layers, dtype=np.int64),
+            heads=np.asarray(self.heads, dtype=np.int64),
+            reasons=np.asarray(self.reasons, dtype=np.str_),
+            tokens=np.asarray(self.tokens, dtype=np.str_),
+            alpha=self.alpha,
+            values=self.values,
+            show=np.asarray(self.show, dtype=np.int64),
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_npz(cls, data: bytes) -> "HeadRows":
+        """Inverse of :meth:`to_npz`."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return cls(
+                layers=[int(x) for x in z["layers"]],
+                heads=[int(x) for x in z["heads"]],
+                reasons=[str(x) for x in z["reasons"]],
+                tokens=[str(x) for x in z["tokens"]],
+                alpha=z["alpha"],
+                values=z["values"],
+                show=int(z["show"]),
+            )
+
+
+@dataclass(frozen=True)
 class Analysis:
     """Every table of one analysis run (see the module docstring for the columns)."""
 
@@ -85,6 +147,7 @@ class Analysis:
     profiles: np.ndarray
     view: AttentionView | None
     run: dict[str, Any] = field(default_factory=dict[str, Any])
+    head_rows: HeadRows | None = None
 
     def __repr__(self) -> str:
         layers = self.metrics["layer"].nunique() if "layer" in self.metrics else 0
@@ -133,12 +196,14 @@ class Analysis:
         atomic_write_bytes(out / "profiles.npy", buf.getvalue())
         if self.view is not None:
             atomic_write_text(out / "view.json", self.view.to_json())
+        if self.head_rows is not None:
+            atomic_write_bytes(out / "inspect.npz", self.head_rows.to_npz())
         atomic_write_text(out / "run.json", json.dumps(self.run, indent=2, default=str))
 
     @classmethod
     def load(cls, out: Path) -> "Analysis":
         """Read the parts written by :meth:`save`."""
-        view_path = out / "view.json"
+        view_path, rows_path = out / "view.json", out / "inspect.npz"
         return cls(
             metrics=pd.read_csv(out / "metrics.csv"),
             heads=pd.read_csv(out / "heads.csv"),
@@ -146,6 +211,7 @@ class Analysis:
             profiles=np.load(out / "profiles.npy"),
             view=AttentionView.from_json(view_path.read_text()) if view_path.exists() else None,
             run=json.loads((out / "run.json").read_text()),
+            head_rows=HeadRows.from_npz(rows_path.read_bytes()) if rows_path.exists() else None,
         )
 
 
