@@ -1,19 +1,22 @@
-"""The report's "heads to look at": which heads, their rows, and the panels' numbers."""
+"""The report's "heads to look at" and its attention view of the measured query."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TEXT
 from test_report import MPL_SVG, assert_offline, make_analysis, parse
 
 from tl_geom import capture_attention, inspect_head, load_model
 from tl_geom.app.report import write_report
+from tl_geom.jobs.aggregate import QUERY_KEYS
 from tl_geom.jobs.analyze import analyze
 from tl_geom.jobs.head_rows import pick_heads, picture_n
-from tl_geom.jobs.results import Analysis, HeadRows
+from tl_geom.jobs.results import Analysis, AttentionView, HeadRows
 from tl_geom.lens.data import token_windows
 
 
@@ -125,3 +128,70 @@ def test_report_without_rows_and_with_many_keys(tmp_path: Path) -> None:
     assert "<image" in section  # rasterised scatter inside the SVG
     assert len(section.encode()) < 600_000
     assert_offline(text)
+
+
+def test_view_keeps_the_measured_query_row(run: tuple[Any, Analysis, Path]) -> None:
+    """view.json: the final query of window 0 over its heaviest keys, weights as measured."""
+    model, _, out = run
+    view = Analysis.load(out).view
+    assert view is not None and view.query_weights is not None
+    tokens = token_windows(model.tokenizer, TEXT, ctx=20, windows=2)
+    cap = capture_attention(model, tokens[:1], layers=[view.layer])
+    row = cap.pattern[0, 0, :, 0].double()  # [H, L]
+    keys = view.query_positions
+    assert keys == sorted(keys) and len(keys) == min(QUERY_KEYS, 20)
+    np.testing.assert_allclose(view.query_weights, row[:, keys].numpy(), rtol=0, atol=1e-12)
+    assert cap.text is not None and view.query_tokens[-1] == cap.text[-1]
+
+
+def test_query_keys_are_the_heaviest_by_max_over_heads() -> None:
+    """_attention_view on a synthetic window: top-K by the largest weight over heads."""
+    from tl_geom.jobs.aggregate import _attention_view  # pyright: ignore[reportPrivateUsage]
+    from tl_geom.jobs.window import WindowSpec
+
+    gen = torch.Generator().manual_seed(3)
+    length, heads = 60, 3
+    profile = torch.rand(2, heads, length, generator=gen, dtype=torch.float64)
+    profile /= profile.sum(-1, keepdim=True)
+    first = {"view": torch.rand(2, heads, 8, 8), "profile": profile}
+    stack = {"sink_mass": torch.tensor([[[0.1] * heads, [0.5] * heads]])}  # layer 1 wins
+    spec = WindowSpec(n=(1, 2), queries="last", draws=0, seed=0, causal=True, layers=(4, 7))
+    text = [f"w{i}" for i in range(length)]
+    view = _attention_view(first, stack, spec, text)
+    assert view is not None and view.layer == 7
+    best = profile[1].amax(0)
+    threshold = sorted(best.tolist(), reverse=True)[QUERY_KEYS - 1]
+    want = [i for i in range(length) if best[i] >= threshold]
+    assert view.query_positions == want
+    assert view.query_tokens == [f"w{i}" for i in want] + ["w59"]
+    assert view.query_weights is not None
+    np.testing.assert_array_equal(view.query_weights, profile[1][:, want].numpy())
+    back = AttentionView.from_json(view.to_json())
+    assert back.query_positions == want
+    np.testing.assert_array_equal(back.query_weights, view.query_weights)  # pyright: ignore
+    old = AttentionView.from_json('{"layer": 1, "tokens": ["a"], "pattern": [[[1.0]]]}')
+    assert old.query_weights is None and old.query_positions == []
+
+
+def test_report_draws_the_measured_query(tmp_path: Path) -> None:
+    a = make_analysis()
+    assert a.view is not None
+    plain = write_report(a, tmp_path / "a.html").read_text()
+    assert "This run kept no measured query row" in plain
+    w = np.array([[0.5, 0.1, 0.2], [0.05, 0.6, 0.1], [0.3, 0.3, 0.3], [0.2, 0.2, 0.5]])
+    view = replace(
+        a.view,
+        query_positions=[0, 7, 30],
+        query_tokens=["<s>", "$x$", "</script>", "end"],
+        query_weights=w,
+    )
+    b = Analysis(a.metrics, a.heads, a.envelope, a.profiles, view, a.run)
+    text = write_report(b, tmp_path / "b.html").read_text()
+    section = text.split('<section id="attention">')[1].split("</section>")[0]
+    assert "The measured query" in section and "3 heaviest keys" in section
+    assert "0.750 to 0.900 of a head" in section  # row sums 0.8, 0.75, 0.9, 0.9
+    assert "&#x27;end&#x27;" in section or "'end'" in section
+    assert "$x$ (7)" in section  # drawn as text, not as mathtext
+    assert section.count(MPL_SVG) == 1 and "The first 8 tokens" in section
+    assert_offline(text)
+    assert len(parse(text).scripts) == 1

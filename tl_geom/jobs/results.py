@@ -25,7 +25,8 @@ in ``--out`` are its parts:
   ``n, precision, recall, f1, precision_std, recall_std, f1_std``.
 - ``profiles.npy``: ``[layer, head, key]`` mean final-query attention over windows.
 - ``view.json``: one window's tokens and one layer's ``[head, T, T]`` pattern for the
-  attention view (the first T tokens).
+  attention view (the first T tokens), and the measured query's row over its heaviest
+  keys in that layer (the final query of window 0).
 - ``inspect.npz``: the report's "heads to look at" (:class:`HeadRows`): a few heads of
   each type and the extremes of the heatmaps, each with window 0's final-query row and
   the values of its keys.
@@ -66,23 +67,46 @@ class AttentionView:
         tokens: the first T tokens of the window, as strings.
         pattern: ``[head, T, T]`` attention weights among those tokens (rows renormalised
             over the T keys shown).
+        query_positions: the measured query's heaviest keys, ascending (the final query
+            of the window; empty in runs made before it was kept).
+        query_tokens: those keys' tokens, and the query's own token last.
+        query_weights: ``[head, K]`` the final query's weights on those keys, as measured
+            (not renormalised).
     """
 
     layer: int
     tokens: list[str]
     pattern: np.ndarray
+    query_positions: list[int] = field(default_factory=list[int])
+    query_tokens: list[str] = field(default_factory=list[str])
+    query_weights: np.ndarray | None = None
 
     def to_json(self) -> str:
-        """JSON text with ``layer``, ``tokens`` and the nested ``pattern`` list."""
-        return json.dumps(
-            {"layer": self.layer, "tokens": self.tokens, "pattern": self.pattern.tolist()}
-        )
+        """JSON text with ``layer``, ``tokens``, ``pattern`` and the measured query's row."""
+        d: dict[str, Any] = {
+            "layer": self.layer,
+            "tokens": self.tokens,
+            "pattern": self.pattern.tolist(),
+        }
+        if self.query_weights is not None:
+            d["query_positions"] = self.query_positions
+            d["query_tokens"] = self.query_tokens
+            d["query_weights"] = self.query_weights.tolist()
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> "AttentionView":
         """Inverse of :meth:`to_json`."""
         d = json.loads(text)
-        return cls(layer=int(d["layer"]), tokens=list(d["tokens"]), pattern=np.array(d["pattern"]))
+        weights = d.get("query_weights")
+        return cls(
+            layer=int(d["layer"]),
+            tokens=list(d["tokens"]),
+            pattern=np.array(d["pattern"]),
+            query_positions=[int(x) for x in d.get("query_positions", [])],
+            query_tokens=[str(x) for x in d.get("query_tokens", [])],
+            query_weights=None if weights is None else np.array(weights, dtype=np.float64),
+        )
 
 
 @dataclass(frozen=True)
