@@ -45,7 +45,7 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
     assert "3 windows run" in printed
     # the headline leads with N = 2 and 4: gap, share of heads ahead, interval over windows
     assert "N = 2: top-N F1" in printed and "N = 4: top-N F1" in printed
-    assert "heads (" in printed and "95% interval over 3 windows" in printed
+    assert "heads (" in printed and "95% bootstrap interval over 3 windows" in printed
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     expected = ["layer", "head", "n", "precision", "recall", "f1"]
     expected += ["precision_random", "recall_random", "f1_random"]
@@ -70,6 +70,12 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
     assert {"norm_cv_positions", "norm_cv_positions_raw", "c_inf"} <= set(heads)
     run = Analysis.load(tmp_path / "run").run
     assert run["config"]["windows"] == 3
+    # the headline's unit: per window and N, the mean over heads of F1 - F1 random; the
+    # mean over windows is metrics.csv's mean gap (no NaN here)
+    per_window = np.asarray(run["window_gaps"]["gap"])
+    assert per_window.shape == (3, 4) and run["window_gaps"]["n"] == [1, 2, 4, 8]
+    at2 = metrics[metrics["n"] == 2]
+    assert per_window[:, 1].mean() == pytest.approx((at2["f1"] - at2["f1_random"]).mean())
     assert len(run["config"]["corpus_sha256"]) == 64
     assert {"torch", "transformer-lens", "transformers"} <= set(run["versions"])
 

@@ -73,7 +73,7 @@ def _summary(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) ->
     has_baseline = _has_baseline(a)
     if not has_baseline:
         text.append("No random baseline in this run (draws = 0): top-N only.")
-    lead = headline(a.metrics)
+    lead = headline(a.metrics, a.run.get("window_gaps"))
     sink = nanmean(column(a.heads, "sink_mass"))
     queries = lookup(run, "queries")
     who = "The final query rows" if queries in (None, "last", -1) else "The query rows analysed"

@@ -82,7 +82,7 @@ def aggregate(
         ),
         profiles=profiles.float().numpy(),
         view=_attention_view(per_window[0], stack, spec, view_tokens),
-        summary={"taxonomy": types_summary},
+        summary={"taxonomy": types_summary, "window_gaps": _window_gaps(stack, spec)},
     )
 
 
@@ -110,6 +110,17 @@ def _metrics_table(
     for key in CURVE_KEYS:
         metrics[key] = stack[key].double().nanmean(0).flatten().numpy()
     return metrics
+
+
+def _window_gaps(stack: dict[str, torch.Tensor], spec: WindowSpec) -> dict[str, Any]:
+    """Per window and N, the mean over heads of ``F1 - F1 random`` (the headline's unit).
+
+    ``gap[w][k]`` for window w and N = ``n[k]`` (NaN heads skipped; NaN without a
+    baseline); :func:`tl_geom.app.headline.headline` bootstraps over these windows.
+    """
+    gap = stack["f1"].double() - stack["f1_random"].double()  # [W, layer, head, N]
+    per_window = gap.flatten(1, 2).nanmean(1)  # [W, N]
+    return {"n": list(spec.n), "gap": per_window.tolist()}
 
 
 def _heads_table(
