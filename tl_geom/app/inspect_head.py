@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from tl_geom.app.attention_view import colored_tokens_html
-from tl_geom.app.plotting import plot_style, to_svg
+from tl_geom.app.plotting import log2_axis, plot_style, to_svg
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry.baseline import RandomSeparability, random_separability
 from tl_geom.geometry.top_n import Separability, separability
@@ -105,7 +105,8 @@ class HeadInspection:
         for m, colour in (("precision", "C0"), ("recall", "C1"), ("f1", "C2")):
             ax.plot(c["n"], c[m], "-o", color=colour, ms=3, label=m)
             ax.plot(c["n"], c[f"{m}_random"], "--", color=colour, lw=1)
-        ax.set(xscale="log", xlabel="N", ylim=(-0.02, 1.02), title="top-N (solid), random (dashed)")
+        log2_axis(ax, list(self.result.n))
+        ax.set(xlabel="N", ylim=(-0.02, 1.02), title="top-N (solid), random (dashed)")
         ax.legend(loc="lower left", frameon=False)
 
     def _plot_value_space(self, ax: Axes) -> None:

@@ -8,8 +8,9 @@ in ``--out`` are its parts:
   margin, r_max, r_min, value_margin, precision_std, recall_std, f1_std,
   f1_gap_std_random, windows, c_last, c_sink`` (``value_margin``: ``r_min - r_max``, the
   margin in value space, negative when the two balls overlap; ``f1_gap_std_random``: the
-  SD over windows of ``F1 - F1 random``, for the headline interval; the taxonomy curves
-  ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of the final query).
+  SD over windows of ``F1 - F1 random``, the headline's interval in runs without
+  ``window_gaps``; the taxonomy curves ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of the
+  final query).
 - ``heads.csv``: one row per head: ``layer, head, kv_head`` (its KV group), ``type,
   sink_mass, entropy, norm_cv_tokens`` (CV of ``||v_i||`` over the tokens of one
   window, mean over windows), ``norm_cv_holds, sink_lambda, sink_compressed, beta,
@@ -30,8 +31,10 @@ in ``--out`` are its parts:
 - ``inspect.npz``: the report's "heads to look at" (:class:`HeadRows`): a few heads of
   each type and the extremes of the heatmaps, each with window 0's final-query row and
   the values of its keys.
-- ``run.json``: provenance (model, corpus hash, arguments, versions, timings) and
-  ``taxonomy``: the rule thresholds, type counts and the k-means agreement.
+- ``run.json``: provenance (model, corpus hash, arguments, versions, timings),
+  ``taxonomy``: the rule thresholds, type counts and the k-means agreement, and
+  ``window_gaps``: per window and N the mean over heads of ``F1 - F1 random`` (the
+  headline's bootstrap interval, :mod:`tl_geom.app.headline`).
 """
 
 import contextlib
