@@ -57,7 +57,7 @@ def analyze(
     layers: Sequence[int] | None = None,
     out: str | Path | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | Literal["layers"] = True,
     backend: str = "hooks",
     device: str | None = None,
     dtype: str = "float32",
@@ -89,7 +89,9 @@ def analyze(
         layers: layers to analyse (default all).
         out: directory for per-window results and tables (None: in memory only).
         resume: continue a run in ``out``, skipping finished windows.
-        progress: show a tqdm bar over windows.
+        progress: show a tqdm bar over windows, and one over the layers of a window
+            that runs longer than ``LAYER_BAR_DELAY`` seconds; ``"layers"``: the
+            layer bar of every window at once; False: no bar.
         backend: ``"hooks"`` (default: TransformerLens hook points, composes with your
             hooks), ``"sdpa"`` (fused attention, only the needed rows; see ``lens/sdpa.py``)
             or ``"auto"`` (sdpa where the architecture allows it):
@@ -174,7 +176,7 @@ def run_analysis(
     model: Any = None,
     out: str | Path | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | Literal["layers"] = True,
     strict: bool = False,
     tokens: Int[Tensor, "window ctx"] | None = None,
 ) -> Analysis:
@@ -224,8 +226,8 @@ def run_analysis(
     try:
         run = run_windows(
             model, tokens, spec, out_path, fingerprint, resume=resume, ranks=ranks,
-            progress=progress and ranks.rank == 0, backend=facts.backend, strict=strict,
-            lock=lock,
+            progress=bool(progress) and ranks.rank == 0, backend=facts.backend, strict=strict,
+            lock=lock, layer_bar=_layer_bar(progress) if ranks.rank == 0 else None,
         )  # fmt: skip
         ranks.leave()
         times = (t_start, t_loaded)
@@ -285,6 +287,15 @@ def _tables(
         view=tables.view,
         run=record,
     )
+
+
+LAYER_BAR_DELAY = 10.0
+"""Seconds a window runs before its per-layer progress bar appears [ours]."""
+
+
+def _layer_bar(progress: bool | str) -> float | None:
+    """The per-layer bar's delay: at once when asked (``"layers"``), late by default."""
+    return 0.0 if progress == "layers" else LAYER_BAR_DELAY if progress else None
 
 
 def _with_head_rows(analysis: Analysis, model: Any, window: Tensor, spec: WindowSpec) -> Analysis:
