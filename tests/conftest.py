@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +88,46 @@ def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "text.txt"
     path.write_text(TEXT, encoding="utf-8")
     return path
+
+
+Browser = Callable[[Path], tuple[Any, str]]
+"""``shoot(page) -> (screenshot [H, W, 4] floats in 0..1, the DOM after scripts ran)``."""
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Browser:
+    """Headless Chromium on a local page: a screenshot and the rendered DOM (skips without it).
+
+    No network, a fresh profile per test; installed by ``make browser`` (Debian package
+    ``chromium``). Used by the ``browser``-marked tests of the report and the notebooks.
+    """
+    import shutil
+    import subprocess
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (Debian package `chromium`)")
+    from matplotlib.image import imread
+
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+
+    def shoot(page: Path) -> tuple[Any, str]:
+        png = tmp_path / f"{page.stem}.png"
+        url = page.resolve().as_uri()
+        run = {"check": True, "capture_output": True, "timeout": 120}
+        subprocess.run([exe, *flags, f"--screenshot={png}", "--window-size=1200,3000", url], **run)
+        dom = subprocess.run(
+            [exe, *flags, "--virtual-time-budget=10000", "--dump-dom", url], text=True, **run
+        ).stdout
+        return imread(str(png)), dom
+
+    return shoot

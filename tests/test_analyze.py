@@ -45,7 +45,7 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
     assert "3 windows run" in printed
     # the headline leads with N = 2 and 4: gap, share of heads ahead, interval over windows
     assert "N = 2: top-N F1" in printed and "N = 4: top-N F1" in printed
-    assert "heads (" in printed and "95% interval over 3 windows" in printed
+    assert "heads (" in printed and "95% bootstrap interval over 3 windows" in printed
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     expected = ["layer", "head", "n", "precision", "recall", "f1"]
     expected += ["precision_random", "recall_random", "f1_random"]
@@ -70,6 +70,12 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
     assert {"norm_cv_positions", "norm_cv_positions_raw", "c_inf"} <= set(heads)
     run = Analysis.load(tmp_path / "run").run
     assert run["config"]["windows"] == 3
+    # the headline's unit: per window and N, the mean over heads of F1 - F1 random; the
+    # mean over windows is metrics.csv's mean gap (no NaN here)
+    per_window = np.asarray(run["window_gaps"]["gap"])
+    assert per_window.shape == (3, 4) and run["window_gaps"]["n"] == [1, 2, 4, 8]
+    at2 = metrics[metrics["n"] == 2]
+    assert per_window[:, 1].mean() == pytest.approx((at2["f1"] - at2["f1_random"]).mean())
     assert len(run["config"]["corpus_sha256"]) == 64
     assert {"torch", "transformer-lens", "transformers"} <= set(run["versions"])
 
@@ -254,3 +260,28 @@ def test_cli_writes_the_report(tiny_dir: Path, corpus_file: Path, tmp_path: Path
     for section in ("summary", "curves", "heatmaps", "profile", "diagnostics", "attention"):
         assert f'id="{section}"' in page
     assert "cdn" not in page.lower() and 'src="http' not in page
+
+
+def test_layer_bar_only_when_asked_or_late(capsys: Any) -> None:
+    """run_window's per-layer bar: at once with delay 0, never with None or a long delay."""
+    from tl_geom import tiny_model
+    from tl_geom.jobs.analyze import LAYER_BAR_DELAY, _layer_bar  # pyright: ignore
+    from tl_geom.jobs.window import WindowSpec, run_window
+
+    model = tiny_model(n_layers=3)
+    spec = WindowSpec(n=(1, 2), queries="last", draws=0, seed=0, causal=True, layers=(0, 1, 2))
+    tokens = torch.randint(0, 97, (1, 12))
+    quiet = run_window(model, tokens, spec, 7)
+    assert "layer" not in capsys.readouterr().err
+    shown = run_window(model, tokens, spec, 7, layer_bar=0.0)
+    err = capsys.readouterr().err
+    assert "window 7" in err and "3/3" in err and "layer" in err
+    run_window(model, tokens, spec, 7, layer_bar=1e6)
+    assert "window 7" not in capsys.readouterr().err
+    for key in quiet:  # the bar changes nothing else
+        torch.testing.assert_close(quiet[key], shown[key], rtol=0, atol=0, equal_nan=True)
+    assert (_layer_bar("layers"), _layer_bar(True), _layer_bar(False)) == (
+        0.0,
+        LAYER_BAR_DELAY,
+        None,
+    )

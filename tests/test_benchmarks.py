@@ -1,5 +1,5 @@
 """The benchmark scripts run (tiny sizes, CPU): they print figures and assert nothing,
-so this checks only that they do not rot; the figures in the README come from full runs."""
+so this checks only that they do not rot; the figures in docs/performance.md come from full runs."""
 
 import json
 import subprocess
@@ -13,7 +13,7 @@ def test_gpu_7b_benchmark_runs_at_a_tiny_shape_on_the_cpu() -> None:
     script = ROOT / "benchmarks" / "bench_gpu_7b.py"
     cmd = [sys.executable, str(script), "--shape", "tiny", "--ctx", "128", "--repeat", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
-    assert "| run_window sdpa, draws 0 |" in out.stdout  # the table of the README
+    assert "| run_window sdpa, draws 0 |" in out.stdout  # the table of docs/performance.md
     line = next(x for x in out.stdout.splitlines() if x.startswith("BENCH_RESULT "))
     res = json.loads(line.removeprefix("BENCH_RESULT "))
     assert res["shape"] == "tiny" and res["ctx"] == 128

@@ -354,6 +354,21 @@ def test_spearman_matches_scipy(heads, nn, seed, ties) -> None:
             continue
         ref = scipy.stats.spearmanr(x.numpy(), y[:, k].numpy()).statistic
         assert got[k].item() == pytest.approx(float(ref), abs=1e-9)
+        literal = literal_spearman(x.tolist(), y[:, k].tolist())
+        assert got[k].item() == pytest.approx(literal, abs=1e-9)
+
+
+def literal_spearman(x: list[float], y: list[float]) -> float:
+    """Pearson of average ranks, by counting: rank_i = #(x_j < x_i) + (#(x_j == x_i) + 1) / 2."""
+
+    def ranks(v: list[float]) -> list[float]:
+        return [sum(u < a for u in v) + (sum(u == a for u in v) + 1) / 2 for a in v]
+
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return num / den
 
 
 def test_sink_recall_correlation() -> None:

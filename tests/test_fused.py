@@ -295,11 +295,11 @@ def test_smollm2_rows_equal_hook_pattern_within_1e5() -> None:
 
 @pytest.mark.slow
 def test_smollm2_metrics_across_backends_in_float64() -> None:
-    """SmolLM2 under --dtype float64: what agrees, and how closely (measured, README).
+    """SmolLM2 under --dtype float64: what agrees, and how closely (measured, docs/backends.md).
 
     The bridge takes its attention softmax in float32 even in a float64 model, so the
     two backends' rows differ by ~1e-8 at layer 0 and the values by ~1e-7 relative from
-    layer 1 on (README, "Two backends"). Measured on these 2 windows of 128 tokens:
+    layer 1 on (docs/backends.md). Measured on these 2 windows of 128 tokens:
     top-N P/R/F identical, radii, margins and curves within 2e-6, one random-baseline
     count of 34,020 values flipped (3.3e-5 in a mean).
     """

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 import torch
+from test_diagnostics import literal_spearman
 
 from tl_geom.claim import INCONCLUSIVE, NOT, REPRODUCED, share_verdict, wilson_interval
 from tl_geom.geometry import assumption_claims as gac
@@ -160,3 +161,6 @@ def test_bootstrap_spearman_matches_the_diagnostic() -> None:
         ref = scipy.stats.spearmanr(x, y).statistic
         ours = float(spearman(torch.tensor(x), torch.tensor(y).view(-1, 1))[0])
         assert _spearman(x, y) == pytest.approx(ref) and ours == pytest.approx(ref)
+        assert _spearman(x, y) == pytest.approx(literal_spearman(x.tolist(), y.tolist()))
+    assert math.isnan(_spearman(np.ones(5), np.arange(5.0)))  # constant: nan
+    assert math.isnan(_spearman(np.arange(2.0), np.arange(2.0)))  # fewer than 3 points

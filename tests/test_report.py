@@ -5,8 +5,6 @@ view) stands in for a run. The page is parsed with ``html.parser``: no script, l
 img tag may point anywhere (the circuitsvis view carries its JavaScript inline).
 """
 
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Browser
 
 from tl_geom.app.plotting import plot_style
 from tl_geom.app.report import SECTIONS, write_report
@@ -295,41 +294,10 @@ def test_many_layers_get_few_panels() -> None:
 
 
 @pytest.mark.browser
-def test_browser_draws_the_page(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (Debian package `chromium`)")
-    from matplotlib.image import imread
-
-    page = write_report(make_analysis(), tmp_path / "report.html")
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    png = tmp_path / "shot.png"
-    url = page.resolve().as_uri()
-    subprocess.run(
-        [chromium, *flags, f"--screenshot={png}", "--window-size=1200,3000", url],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    image = imread(str(png))
+def test_browser_draws_the_page(tmp_path: Path, chromium: Browser) -> None:
+    image, dom = chromium(write_report(make_analysis(), tmp_path / "report.html"))
     assert image.shape[0] > 100 and image.shape[1] > 100
     assert np.ptp(image[..., :3].reshape(-1, 3), axis=0).max() > 0.1  # not a single colour
-    dom = subprocess.run(
-        [chromium, *flags, "--virtual-time-budget=10000", "--dump-dom", url],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
     mount = dom.split('<div id="circuits-vis-', 1)[1]
     assert not mount.split(">", 1)[1].startswith("</div>"), "circuitsvis rendered nothing"
     # The view drew: one canvas per head of the layer shown, inside the circuitsvis mount.

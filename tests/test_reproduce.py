@@ -376,8 +376,8 @@ def test_reproduce_smollm2_sink_origins():
     res = reproduce(["smollm2-135m"], budget=b, experiments=["sink_origins"], progress=False)
     table = res.to_frame().set_index("claim")
     assert len(table) == 3 and set(table["model"]) == {"smollm2-135m"}
-    # SmolLM2's massive dimension (README: |h| ~ 24,900 at dim 507, neuron 1229 of layer 11)
-    # is strong enough to show in each of four windows of 32 tokens.
+    # SmolLM2's massive dimension (docs/sinks.md: |h| ~ 24,900 at dim 507, neuron 1229 of
+    # layer 11) is strong enough to show in each of four windows of 32 tokens.
     for cid in ("massive_activations", "super_neurons"):
         row = table.loc[rp.CLAIMS[cid].claim]
         assert row["verdict"] == R and row["n"] == 4, row["measured"]

@@ -1,7 +1,7 @@
 """Sink measures and the sink-shift interventions on SmolLM2-135M (slow: loads the model).
 
 The mechanics are asserted (exact edits, exact restore); the effect sizes are printed
-(run with ``-s``) and reported in the README, whatever they are.
+(run with ``-s``) and reported in docs/sinks.md, whatever they are.
 """
 
 from typing import Any

@@ -199,7 +199,7 @@ def test_sparsify_rejects_bad_arguments(tiny_dir: Path) -> None:
 @pytest.mark.slow
 def test_smollm2_sparsify_all_rules() -> None:
     # Kept small (one held-out window, 3 fractions, 1 random seed): every ablated
-    # forward of the bridge costs ~1 s on 2 CPU cores. README has the full run.
+    # forward of the bridge costs ~1 s on 2 CPU cores. docs/taxonomy-sparsify.md has the full run.
     res = sparsify(
         "smollm2-135m",
         windows=2,

@@ -279,7 +279,9 @@ def _analyze(args: argparse.Namespace) -> int:
     from tl_geom.app.headline import headline
 
     m, t = result.metrics, result.run["timings_s"]
-    lead = headline(m) or ["no random baseline in this run (--draws 0): top-N only."]
+    lead = headline(m, result.run.get("window_gaps")) or [
+        "no random baseline in this run (--draws 0): top-N only."
+    ]
     print(
         f"{args.model}: {args.windows} windows x {args.ctx} tokens, "
         f"{m['layer'].nunique()} layers x {m['head'].nunique()} heads, N = {sorted(set(m['n']))}.\n"

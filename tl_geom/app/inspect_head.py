@@ -19,14 +19,18 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from tl_geom.app.attention_view import colored_tokens_html
-from tl_geom.app.plotting import plot_style, to_svg
+from tl_geom.app.plotting import log2_axis, plot_style, to_svg
 from tl_geom.errors import TlGeomError
 from tl_geom.geometry.baseline import RandomSeparability, random_separability
 from tl_geom.geometry.top_n import Separability, separability
 from tl_geom.lens.capture import AttentionCapture
 from tl_geom.lens.capture_metrics import visible_keys
 
-__all__ = ["HeadInspection", "inspect_head"]
+__all__ = ["HeadInspection", "inspect_head", "inspect_row"]
+
+
+_RASTER_ABOVE = 256
+"""Keys beyond which the unselected points are a raster image inside the SVG [ours]."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,8 @@ class HeadInspection:
         for m, colour in (("precision", "C0"), ("recall", "C1"), ("f1", "C2")):
             ax.plot(c["n"], c[m], "-o", color=colour, ms=3, label=m)
             ax.plot(c["n"], c[f"{m}_random"], "--", color=colour, lw=1)
-        ax.set(xscale="log", xlabel="N", ylim=(-0.02, 1.02), title="top-N (solid), random (dashed)")
+        log2_axis(ax, list(self.result.n))
+        ax.set(xlabel="N", ylim=(-0.02, 1.02), title="top-N (solid), random (dashed)")
         ax.legend(loc="lower left", frameon=False)
 
     def _plot_value_space(self, ax: Axes) -> None:
@@ -113,7 +118,8 @@ class HeadInspection:
         basis = vh[:2].T if vh.shape[0] >= 2 else torch.eye(y.shape[1], 2, dtype=y.dtype)
         p, ps = ((y - centre) @ basis).numpy(), ((s - centre) @ basis).numpy()
         sel = self.result.selected[k].numpy()
-        ax.scatter(p[~sel, 0], p[~sel, 1], s=8, c="0.6", label="not selected")
+        many = len(p) > _RASTER_ABOVE  # thousands of SVG markers: drawn as one image
+        ax.scatter(p[~sel, 0], p[~sel, 1], s=8, c="0.6", label="not selected", rasterized=many)
         ax.scatter(p[sel, 0], p[sel, 1], s=18, c="C3", label=f"top-{self.show}")
         ax.scatter([ps[0]], [ps[1]], marker="*", s=90, c="k", label=f"s_{self.show}")
         ax.set(title="y_i = alpha_i v_i (PCA, 2-D)", xlabel="PC1", ylabel="PC2")
@@ -125,7 +131,8 @@ class HeadInspection:
         order = np.argsort(dist, kind="stable")
         sel = self.result.selected[k].numpy()[order]
         ranks = np.arange(1, len(dist) + 1)
-        ax.scatter(ranks[~sel], dist[order][~sel], s=8, c="0.6")
+        many = len(dist) > _RASTER_ABOVE
+        ax.scatter(ranks[~sel], dist[order][~sel], s=8, c="0.6", rasterized=many)
         ax.scatter(ranks[sel], dist[order][sel], s=18, c="C3")
         r_max, r_min = float(self.result.r_max[k]), float(self.result.r_min[k])
         ax.axhline(r_max, color="C3", lw=1, label=f"r_max = {r_max:.3g}")
@@ -200,17 +207,41 @@ def inspect_head(
         raise TlGeomError(f"show={show} is not one of n={ns}")
     li, qi = capture.layers.index(layer), capture.queries.index(query % length)
     keys = visible_keys(capture, qi)
-    alpha = capture.pattern[batch, li, head, qi, :keys].double()
-    values = capture.values[batch, li, head, :keys].double()
+    alpha = capture.pattern[batch, li, head, qi, :keys]
+    values = capture.values[batch, li, head, :keys]
     text = capture.text[:keys] if capture.text is not None else tuple(map(str, range(keys)))
+    where = (layer, head % n_heads, capture.queries[qi])
+    return inspect_row(where, alpha, values, text, ns, show=shown, draws=draws, seed=seed)
+
+
+def inspect_row(
+    where: tuple[int, int, int],
+    alpha: Tensor,
+    values: Tensor,
+    text: Sequence[str],
+    n: Sequence[int],
+    *,
+    show: int,
+    draws: int = 64,
+    seed: int = 0,
+) -> HeadInspection:
+    """A :class:`HeadInspection` of one row given as arrays (what the report stores).
+
+    ``where`` is ``(layer, head, query)``; ``alpha`` ``[L]`` the row's weights over its
+    visible keys, ``values`` ``[L, d]`` their values, ``text`` the keys' tokens. Both
+    are taken in float64; the numbers are :func:`separability`'s and
+    :func:`random_separability`'s of the row.
+    """
+    alpha, values = alpha.double(), values.double()
+    ns = sorted(set(n))
     return HeadInspection(
-        layer=layer,
-        head=head % n_heads,
-        query=capture.queries[qi],
+        layer=where[0],
+        head=where[1],
+        query=where[2],
         alpha=alpha,
         values=values,
         text=tuple(text),
         result=separability(alpha, values, ns),
         random=random_separability(alpha, values, ns, draws=draws, seed=seed),
-        show=shown,
+        show=show,
     )

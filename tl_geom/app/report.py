@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from tl_geom.app.columns import column, grid, ints, lookup, nanmean
 from tl_geom.app.headline import headline
 from tl_geom.app.html import esc, fmt, page, page_path, require_matplotlib, table, write_page
+from tl_geom.app.report_attention import attention_section
 from tl_geom.app.report_checks import diagnostics_section, profile_section
+from tl_geom.app.report_heads import heads_section
 from tl_geom.geometry.taxonomy import HEAD_TYPES
-from tl_geom.jobs.results import Analysis, AttentionView
+from tl_geom.jobs.results import Analysis
 
 __all__ = ["SECTIONS", "write_report"]
 
@@ -29,6 +30,7 @@ SECTIONS = (
     ("curves", "Separability vs N"),
     ("heatmaps", "Heads at a glance"),
     ("taxonomy", "Head types"),
+    ("heads", "Heads to look at"),
     ("profile", "Attention profile of the final query"),
     ("diagnostics", "Assumption checks"),
     ("attention", "Attention view"),
@@ -71,7 +73,7 @@ def _summary(a: Analysis, ns: list[int], layers: list[int], heads: list[int]) ->
     has_baseline = _has_baseline(a)
     if not has_baseline:
         text.append("No random baseline in this run (draws = 0): top-N only.")
-    lead = headline(a.metrics)
+    lead = headline(a.metrics, a.run.get("window_gaps"))
     sink = nanmean(column(a.heads, "sink_mass"))
     queries = lookup(run, "queries")
     who = "The final query rows" if queries in (None, "last", -1) else "The query rows analysed"
@@ -218,54 +220,12 @@ def _taxonomy(a: Analysis, layers: list[int], heads: list[int]) -> str:
     )
 
 
-def _view_types(view: AttentionView, heads: pd.DataFrame, n_heads: int) -> list[str]:
-    """The type of each head of the view's layer ("" where unknown)."""
-    out = [""] * n_heads
-    if "type" not in heads.columns:
-        return out
-    lay, hd = column(heads, "layer"), column(heads, "head")
-    for i, kind in enumerate(heads["type"].astype(str)):
-        if lay[i] == view.layer and np.isfinite(hd[i]) and 0 <= int(hd[i]) < n_heads:
-            out[int(hd[i])] = "" if kind == "unclassified" else kind
-    return out
-
-
-def _attention(view: AttentionView | None, heads: pd.DataFrame) -> str:
-    if view is None:
-        return "<p>No attention view in this run (view.json was not written).</p>"
-    from tl_geom.app.attention_view import attention_view_html
-    from tl_geom.app.viz_types import TYPE_COLOURS
-
-    pattern = np.nan_to_num(np.asarray(view.pattern, dtype=np.float64), nan=0.0)
-    t = len(view.tokens)
-    if pattern.ndim != 3 or pattern.shape[1:] != (t, t) or t == 0:
-        return f"<p>view.json does not match: pattern {esc(pattern.shape)} for {t} tokens.</p>"
-    kinds = _view_types(view, heads, pattern.shape[0])
-    rank = {k: i for i, k in enumerate(TYPE_COLOURS)}
-    order = sorted(range(pattern.shape[0]), key=lambda h: (rank.get(kinds[h], len(rank)), h))
-    names = [f"L{view.layer}H{h} {kinds[h]}".strip() for h in order]
-    try:
-        embed = attention_view_html(pattern[order], [str(x) for x in view.tokens], names)
-    except ImportError:
-        return "<p>circuitsvis is not installed: <code>pip install 'tl-geom[viz]'</code>.</p>"
-    chips = "".join(
-        f'<span style="background:{TYPE_COLOURS.get(kinds[h], "#fff")};padding:1px 6px;'
-        f'margin-right:4px;border-radius:3px;border:1px solid #ccc">{esc(name)}</span>'
-        for h, name in zip(order, names, strict=True)
-    )
-    grouped = " grouped by head type (colours as in Head types)" if any(kinds) else ""
-    return (
-        f"<p>Layer {esc(view.layer)}, the first {t} tokens of one window; rows renormalised "
-        f"over the tokens shown. Heads{grouped}; click a head to enlarge it.</p>"
-        f"<p>{chips}</p>" + embed
-    )
-
-
 def write_report(analysis: Analysis, path: Path) -> Path:
     """Write the self-contained HTML report of ``analysis`` to ``path``.
 
     Sections (ids in :data:`SECTIONS`): summary, P/R/F1 curves vs N against the random
-    baseline and the envelope, layer x head heatmaps, the final query's attention
+    baseline and the envelope, layer x head heatmaps, head types, the heads to look at
+    (:mod:`tl_geom.app.report_heads`), the final query's attention
     profile with its 4-phase fit, assumption checks, the circuitsvis attention view
     (inline JavaScript) and run.json. No request leaves the page.
 
@@ -293,9 +253,10 @@ def write_report(analysis: Analysis, path: Path) -> Path:
             "curves": _curves(a),
             "heatmaps": _heatmaps(a, ns, layers, heads),
             "taxonomy": _taxonomy(a, layers, heads),
+            "heads": heads_section(a, ns),
             "profile": profile_section(a, layers),
             "diagnostics": diagnostics_section(a),
-            "attention": _attention(a.view, a.heads),
+            "attention": attention_section(a.view, a.heads),
             "provenance": f"<pre>{esc(json.dumps(a.run, indent=2, default=str))}</pre>",
         }
     model = lookup(a.run, "model", "model_name")

@@ -16,6 +16,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.artist import Artist
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from tl_geom.app.columns import column
@@ -39,6 +40,7 @@ __all__ = [
     "histograms_svg",
     "layer_f1_svg",
     "profile_svg",
+    "query_row_svg",
 ]
 
 PHASES = ("sink", "plateau", "band", "ramp")
@@ -251,4 +253,25 @@ def histograms_svg(values: Sequence[tuple[str, np.ndarray]]) -> str:
         ax.set_xlabel(label)
         ax.set_ylabel("heads")
         ax.set_title(f"{label} ({finite.size} of {x.size} heads)")
+    return to_svg(fig)
+
+
+def query_row_svg(weights: np.ndarray, labels: Sequence[str], names: Sequence[str]) -> str:
+    """The measured query's weights ``[head, K]`` over its heaviest keys, one row per head.
+
+    ``labels`` name the K keys (drawn under the columns), ``names`` the heads. The colour
+    is the weight as measured (log scale, so the sink and the small keys both show).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    fig = Figure(figsize=(max(4.0, 0.28 * w.shape[1] + 1.5), max(1.6, 0.22 * w.shape[0] + 1.2)))
+    ax = fig.subplots()
+    positive = w[w > 0]
+    floor = float(positive.min()) if positive.size else 1e-12
+    norm = LogNorm(vmin=max(floor, 1e-6), vmax=max(float(w.max()), floor * 10))
+    im = ax.imshow(np.maximum(w, floor), cmap="magma", norm=norm, aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="weight")
+    safe = [str(s).replace("$", r"\$").replace("\n", r"\n") for s in labels]  # no mathtext
+    ax.set_xticks(range(w.shape[1]), safe, rotation=90, fontsize=6)
+    ax.set_yticks(range(w.shape[0]), list(names), fontsize=6)
+    ax.set_xlabel("key (position order)")
     return to_svg(fig)

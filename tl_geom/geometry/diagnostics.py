@@ -10,6 +10,8 @@ float64.
 from dataclasses import dataclass
 
 import einops
+import numpy as np
+import scipy.stats
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -200,8 +202,9 @@ def sink_similarity(values: Float[Tensor, "*lead key d"], *, sink: int = 0) -> T
 def spearman(x: Float[Tensor, " heads"], y: Float[Tensor, "heads nn"]) -> Tensor:
     """Spearman correlation of ``x`` with each column of ``y``: Pearson of average ranks.
 
-    Ties get the average of the ranks they span (as ``scipy.stats.spearmanr``). A
-    constant input gives nan. Returns ``[nn]``.
+    ``scipy.stats.spearmanr`` of the columns ``[x, y_1, .., y_nn]`` (ties get the average
+    of the ranks they span), row ``x``. A constant ``x`` or column gives nan. Returns
+    ``[nn]`` (float64, on ``x``'s device).
 
     >>> spearman(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([[1.0], [1.0], [5.0]])).tolist()
     [0.8660254037844387]
@@ -213,15 +216,14 @@ def spearman(x: Float[Tensor, " heads"], y: Float[Tensor, "heads nn"]) -> Tensor
         )
     check_finite("x", x)
     check_finite("y", y)
-    cols = torch.cat([x.double().view(-1, 1), y.double()], 1).T.contiguous()  # [1 + nn, heads]
-    srt = cols.sort(-1).values
-    lo = torch.searchsorted(srt, cols, right=False)
-    hi = torch.searchsorted(srt, cols, right=True)
-    ranks = (lo + hi + 1).double() / 2
-    ranks = ranks - ranks.mean(-1, keepdim=True)
-    num = (ranks[:1] * ranks[1:]).sum(-1)
-    den = (ranks[:1] ** 2).sum(-1).sqrt() * (ranks[1:] ** 2).sum(-1).sqrt()
-    return torch.where(den > 0, num / den.clamp_min(1e-300), float("nan"))
+    xs, ys = x.double().cpu().numpy(), y.double().cpu().numpy()
+    out = np.full(ys.shape[1], np.nan)
+    varies = np.flatnonzero(np.ptp(ys, axis=0) > 0) if np.ptp(xs) > 0 else np.array([], int)
+    if varies.size:  # spearmanr answers one nan for all if any column is constant
+        stat = scipy.stats.spearmanr(np.column_stack([xs, ys[:, varies]])).statistic  # pyright: ignore[reportAttributeAccessIssue]
+        rho = np.atleast_2d(np.asarray(stat, np.float64))
+        out[varies] = rho[0, 1:] if rho.shape[0] > 1 else rho.ravel()  # two columns: a scalar
+    return torch.from_numpy(out).to(x.device)
 
 
 def sink_recall_correlation(

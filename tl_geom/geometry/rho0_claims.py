@@ -7,6 +7,7 @@ times. Thresholds **[ours]** (:mod:`tl_geom.claim`).
 """
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -54,17 +55,16 @@ def kv_recall(metrics: pd.DataFrame, heads: pd.DataFrame) -> tuple[pd.DataFrame,
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson of average ranks, as :func:`tl_geom.geometry.diagnostics.spearman`.
+    """``scipy.stats.spearmanr(x, y)``, as :func:`tl_geom.geometry.diagnostics.spearman`.
 
-    In numpy: the bootstrap calls it a thousand times. nan for fewer than 3 points or a
-    constant input.
+    On numpy arrays, without the tensor checks: the bootstrap calls it a thousand times.
+    nan for fewer than 3 points [ours] or a constant input.
     """
     if x.size < 3:
         return math.nan
-    rx, ry = scipy.stats.rankdata(x), scipy.stats.rankdata(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-    return float((rx * ry).sum() / den) if den > 0 else math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.stats.ConstantInputWarning)
+        return float(scipy.stats.spearmanr(x, y).statistic)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def _within_layers(x: np.ndarray, layer: np.ndarray) -> np.ndarray:

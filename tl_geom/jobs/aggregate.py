@@ -32,7 +32,10 @@ from tl_geom.jobs.window import (
     WindowSpec,
 )
 
-__all__ = ["Tables", "aggregate"]
+__all__ = ["QUERY_KEYS", "Tables", "aggregate"]
+
+QUERY_KEYS = 24
+"""Keys of the measured query's row in the attention view [ours]."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def aggregate(
         ),
         profiles=profiles.float().numpy(),
         view=_attention_view(per_window[0], stack, spec, view_tokens),
-        summary={"taxonomy": types_summary},
+        summary={"taxonomy": types_summary, "window_gaps": _window_gaps(stack, spec)},
     )
 
 
@@ -107,6 +110,17 @@ def _metrics_table(
     for key in CURVE_KEYS:
         metrics[key] = stack[key].double().nanmean(0).flatten().numpy()
     return metrics
+
+
+def _window_gaps(stack: dict[str, torch.Tensor], spec: WindowSpec) -> dict[str, Any]:
+    """Per window and N, the mean over heads of ``F1 - F1 random`` (the headline's unit).
+
+    ``gap[w][k]`` for window w and N = ``n[k]`` (NaN heads skipped; NaN without a
+    baseline); :func:`tl_geom.app.headline.headline` bootstraps over these windows.
+    """
+    gap = stack["f1"].double() - stack["f1_random"].double()  # [W, layer, head, N]
+    per_window = gap.flatten(1, 2).nanmean(1)  # [W, N]
+    return {"n": list(spec.n), "gap": per_window.tolist()}
 
 
 def _heads_table(
@@ -252,11 +266,24 @@ def _attention_view(
     spec: WindowSpec,
     tokens: list[str] | None,
 ) -> AttentionView | None:
-    """The first window's attention view, in the layer with the most sink mass."""
+    """The first window's attention view, in the layer with the most sink mass.
+
+    Beside the first T tokens, the query that was measured: the final query's row of
+    window 0 (``profile``) over its ``QUERY_KEYS`` heaviest keys, ranked by the largest
+    weight over the layer's heads [ours], shown in position order.
+    """
     if "view" not in first or tokens is None:
         return None
     pick = int(stack["sink_mass"].mean((0, 2)).argmax())
     pattern = first["view"][pick].numpy()
+    row = first["profile"][pick].double()  # [H, L]: the final query, as measured
+    k = min(QUERY_KEYS, row.shape[-1])
+    keys = torch.sort(torch.topk(row.amax(0), k).indices).values
     return AttentionView(
-        layer=int(spec.layers[pick]), tokens=tokens[: pattern.shape[-1]], pattern=pattern
+        layer=int(spec.layers[pick]),
+        tokens=tokens[: pattern.shape[-1]],
+        pattern=pattern,
+        query_positions=keys.tolist(),
+        query_tokens=[*(tokens[i] for i in keys.tolist()), tokens[row.shape[-1] - 1]],
+        query_weights=row[:, keys].numpy(),
     )

@@ -15,7 +15,7 @@ refer to position 0, the ``[CLS]`` token that opens every window.
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from tl_geom.geometry.taxonomy import TaxonomyConfig
 from tl_geom.jobs.aggregate import aggregate
 from tl_geom.jobs.config import AnalyzeConfig
 from tl_geom.jobs.distributed import join
+from tl_geom.jobs.head_rows import capture_head_rows, pick_heads, picture_n
 from tl_geom.jobs.outdir import OutLock, check_out
 from tl_geom.jobs.results import Analysis
 from tl_geom.jobs.resume import WindowRun, run_windows
@@ -56,7 +57,7 @@ def analyze(
     layers: Sequence[int] | None = None,
     out: str | Path | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | Literal["layers"] = True,
     backend: str = "hooks",
     device: str | None = None,
     dtype: str = "float32",
@@ -88,7 +89,9 @@ def analyze(
         layers: layers to analyse (default all).
         out: directory for per-window results and tables (None: in memory only).
         resume: continue a run in ``out``, skipping finished windows.
-        progress: show a tqdm bar over windows.
+        progress: show a tqdm bar over windows, and one over the layers of a window
+            that runs longer than ``LAYER_BAR_DELAY`` seconds; ``"layers"``: the
+            layer bar of every window at once; False: no bar.
         backend: ``"hooks"`` (default: TransformerLens hook points, composes with your
             hooks), ``"sdpa"`` (fused attention, only the needed rows; see ``lens/sdpa.py``)
             or ``"auto"`` (sdpa where the architecture allows it):
@@ -173,7 +176,7 @@ def run_analysis(
     model: Any = None,
     out: str | Path | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | Literal["layers"] = True,
     strict: bool = False,
     tokens: Int[Tensor, "window ctx"] | None = None,
 ) -> Analysis:
@@ -223,12 +226,14 @@ def run_analysis(
     try:
         run = run_windows(
             model, tokens, spec, out_path, fingerprint, resume=resume, ranks=ranks,
-            progress=progress and ranks.rank == 0, backend=facts.backend, strict=strict,
-            lock=lock,
+            progress=bool(progress) and ranks.rank == 0, backend=facts.backend, strict=strict,
+            lock=lock, layer_bar=_layer_bar(progress) if ranks.rank == 0 else None,
         )  # fmt: skip
         ranks.leave()
         times = (t_start, t_loaded)
         analysis = _tables(config, model, tokens, spec, facts, run, fingerprint, ranks, times)
+        if ranks.rank == 0:  # the report's "heads to look at": one more forward of window 0
+            analysis = _with_head_rows(analysis, model, tokens[:1], spec)
         if out_path is not None and ranks.rank == 0:
             analysis.save(out_path)
     finally:
@@ -282,6 +287,23 @@ def _tables(
         view=tables.view,
         run=record,
     )
+
+
+LAYER_BAR_DELAY = 10.0
+"""Seconds a window runs before its per-layer progress bar appears [ours]."""
+
+
+def _layer_bar(progress: bool | str) -> float | None:
+    """The per-layer bar's delay: at once when asked (``"layers"``), late by default."""
+    return 0.0 if progress == "layers" else LAYER_BAR_DELAY if progress else None
+
+
+def _with_head_rows(analysis: Analysis, model: Any, window: Tensor, spec: WindowSpec) -> Analysis:
+    """``analysis`` with :class:`~tl_geom.jobs.results.HeadRows` of the heads to look at."""
+    n = picture_n(spec.n)
+    picks = pick_heads(analysis.metrics, analysis.heads, n)
+    text = token_text(model, window[0]) or tuple(map(str, window[0].tolist()))
+    return replace(analysis, head_rows=capture_head_rows(model, window, picks, text, n))
 
 
 def _run_record(

@@ -29,7 +29,7 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")
 rounding: the TransformerBridge takes its attention softmax in float32 whatever the
 model's dtype, so on SmolLM2 the rows still differ by ~1e-8 (values ~1e-7 relative from
 layer 1), against ~1e-6 in float32. A count of P or R can flip where two distances tie
-that closely (README, "Two backends")."""
+that closely (docs/backends.md)."""
 BACKENDS = ("auto", "hooks", "sdpa")
 RULES = ("type", "type+sink_mass", "entropy", "sink_mass", "last_token", "random")
 FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)

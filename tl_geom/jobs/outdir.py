@@ -21,7 +21,7 @@ LOCK_NAME = ".tl_geom.lock"
 COMMAND_FILES = {
     "analyze": frozenset(
         {"metrics.csv", "heads.csv", "envelope.csv", "profiles.npy", "view.json", "run.json"}
-        | {"report.html", "windows"}
+        | {"inspect.npz", "report.html", "windows"}
     ),
     "sparsify": frozenset(
         {"sparsify.csv", "sparsify_heads.csv", "sparsify.json", "sparsify_report.html"}

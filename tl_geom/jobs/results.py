@@ -8,8 +8,9 @@ in ``--out`` are its parts:
   margin, r_max, r_min, value_margin, precision_std, recall_std, f1_std,
   f1_gap_std_random, windows, c_last, c_sink`` (``value_margin``: ``r_min - r_max``, the
   margin in value space, negative when the two balls overlap; ``f1_gap_std_random``: the
-  SD over windows of ``F1 - F1 random``, for the headline interval; the taxonomy curves
-  ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of the final query).
+  SD over windows of ``F1 - F1 random``, the headline's interval in runs without
+  ``window_gaps``; the taxonomy curves ``cos(s_N, v_q)`` and ``cos(s_N, v_0)`` of the
+  final query).
 - ``heads.csv``: one row per head: ``layer, head, kv_head`` (its KV group), ``type,
   sink_mass, entropy, norm_cv_tokens`` (CV of ``||v_i||`` over the tokens of one
   window, mean over windows), ``norm_cv_holds, sink_lambda, sink_compressed, beta,
@@ -25,9 +26,15 @@ in ``--out`` are its parts:
   ``n, precision, recall, f1, precision_std, recall_std, f1_std``.
 - ``profiles.npy``: ``[layer, head, key]`` mean final-query attention over windows.
 - ``view.json``: one window's tokens and one layer's ``[head, T, T]`` pattern for the
-  attention view (the first T tokens).
-- ``run.json``: provenance (model, corpus hash, arguments, versions, timings) and
-  ``taxonomy``: the rule thresholds, type counts and the k-means agreement.
+  attention view (the first T tokens), and the measured query's row over its heaviest
+  keys in that layer (the final query of window 0).
+- ``inspect.npz``: the report's "heads to look at" (:class:`HeadRows`): a few heads of
+  each type and the extremes of the heatmaps, each with window 0's final-query row and
+  the values of its keys.
+- ``run.json``: provenance (model, corpus hash, arguments, versions, timings),
+  ``taxonomy``: the rule thresholds, type counts and the k-means agreement, and
+  ``window_gaps``: per window and N the mean over heads of ``F1 - F1 random`` (the
+  headline's bootstrap interval, :mod:`tl_geom.app.headline`).
 """
 
 import contextlib
@@ -44,7 +51,14 @@ import pandas as pd
 
 from tl_geom.errors import TlGeomError
 
-__all__ = ["Analysis", "AttentionView", "atomic_write_bytes", "atomic_write_text", "make_dir"]
+__all__ = [
+    "Analysis",
+    "AttentionView",
+    "HeadRows",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "make_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -56,23 +70,98 @@ class AttentionView:
         tokens: the first T tokens of the window, as strings.
         pattern: ``[head, T, T]`` attention weights among those tokens (rows renormalised
             over the T keys shown).
+        query_positions: the measured query's heaviest keys, ascending (the final query
+            of the window; empty in runs made before it was kept).
+        query_tokens: those keys' tokens, and the query's own token last.
+        query_weights: ``[head, K]`` the final query's weights on those keys, as measured
+            (not renormalised).
     """
 
     layer: int
     tokens: list[str]
     pattern: np.ndarray
+    query_positions: list[int] = field(default_factory=list[int])
+    query_tokens: list[str] = field(default_factory=list[str])
+    query_weights: np.ndarray | None = None
 
     def to_json(self) -> str:
-        """JSON text with ``layer``, ``tokens`` and the nested ``pattern`` list."""
-        return json.dumps(
-            {"layer": self.layer, "tokens": self.tokens, "pattern": self.pattern.tolist()}
-        )
+        """JSON text with ``layer``, ``tokens``, ``pattern`` and the measured query's row."""
+        d: dict[str, Any] = {
+            "layer": self.layer,
+            "tokens": self.tokens,
+            "pattern": self.pattern.tolist(),
+        }
+        if self.query_weights is not None:
+            d["query_positions"] = self.query_positions
+            d["query_tokens"] = self.query_tokens
+            d["query_weights"] = self.query_weights.tolist()
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> "AttentionView":
         """Inverse of :meth:`to_json`."""
         d = json.loads(text)
-        return cls(layer=int(d["layer"]), tokens=list(d["tokens"]), pattern=np.array(d["pattern"]))
+        weights = d.get("query_weights")
+        return cls(
+            layer=int(d["layer"]),
+            tokens=list(d["tokens"]),
+            pattern=np.array(d["pattern"]),
+            query_positions=[int(x) for x in d.get("query_positions", [])],
+            query_tokens=[str(x) for x in d.get("query_tokens", [])],
+            query_weights=None if weights is None else np.array(weights, dtype=np.float64),
+        )
+
+
+@dataclass(frozen=True)
+class HeadRows:
+    """Window 0's final-query row and values of a few heads: the report's "heads to look at".
+
+    Attributes:
+        layers, heads: the model layer and head of each pick ``[k]``.
+        reasons: why each head was picked (its type, or the heatmap it tops or bottoms).
+        tokens: window 0's tokens as text ``[L]``.
+        alpha: ``[k, L]`` the final query's weights over the window's keys (float64).
+        values: ``[k, L, d]`` those keys' value vectors (float32, or float64 for a
+            float64 model).
+        show: the N of the pictures (:func:`tl_geom.jobs.head_rows.picture_n`).
+    """
+
+    layers: list[int]
+    heads: list[int]
+    reasons: list[str]
+    tokens: list[str]
+    alpha: np.ndarray
+    values: np.ndarray
+    show: int
+
+    def to_npz(self) -> bytes:
+        """The arrays as ``.npz`` bytes (text as unicode arrays: loads without pickle)."""
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            layers=np.asarray(self.layers, dtype=np.int64),
+            heads=np.asarray(self.heads, dtype=np.int64),
+            reasons=np.asarray(self.reasons, dtype=np.str_),
+            tokens=np.asarray(self.tokens, dtype=np.str_),
+            alpha=self.alpha,
+            values=self.values,
+            show=np.asarray(self.show, dtype=np.int64),
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_npz(cls, data: bytes) -> "HeadRows":
+        """Inverse of :meth:`to_npz`."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return cls(
+                layers=[int(x) for x in z["layers"]],
+                heads=[int(x) for x in z["heads"]],
+                reasons=[str(x) for x in z["reasons"]],
+                tokens=[str(x) for x in z["tokens"]],
+                alpha=z["alpha"],
+                values=z["values"],
+                show=int(z["show"]),
+            )
 
 
 @dataclass(frozen=True)
@@ -85,6 +174,7 @@ class Analysis:
     profiles: np.ndarray
     view: AttentionView | None
     run: dict[str, Any] = field(default_factory=dict[str, Any])
+    head_rows: HeadRows | None = None
 
     def __repr__(self) -> str:
         layers = self.metrics["layer"].nunique() if "layer" in self.metrics else 0
@@ -133,12 +223,14 @@ class Analysis:
         atomic_write_bytes(out / "profiles.npy", buf.getvalue())
         if self.view is not None:
             atomic_write_text(out / "view.json", self.view.to_json())
+        if self.head_rows is not None:
+            atomic_write_bytes(out / "inspect.npz", self.head_rows.to_npz())
         atomic_write_text(out / "run.json", json.dumps(self.run, indent=2, default=str))
 
     @classmethod
     def load(cls, out: Path) -> "Analysis":
         """Read the parts written by :meth:`save`."""
-        view_path = out / "view.json"
+        view_path, rows_path = out / "view.json", out / "inspect.npz"
         return cls(
             metrics=pd.read_csv(out / "metrics.csv"),
             heads=pd.read_csv(out / "heads.csv"),
@@ -146,6 +238,7 @@ class Analysis:
             profiles=np.load(out / "profiles.npy"),
             view=AttentionView.from_json(view_path.read_text()) if view_path.exists() else None,
             run=json.loads((out / "run.json").read_text()),
+            head_rows=HeadRows.from_npz(rows_path.read_bytes()) if rows_path.exists() else None,
         )
 
 

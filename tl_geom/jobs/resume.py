@@ -154,6 +154,7 @@ def run_windows(
     backend: str = "hooks",
     strict: bool = False,
     lock: OutLock | None = None,
+    layer_bar: float | None = None,
 ) -> WindowRun:
     """Run this rank's unfinished windows; return every window's results (all ranks').
 
@@ -162,6 +163,7 @@ def run_windows(
     checks ``out``, each rank runs the windows ``w % world == rank`` that have no file
     yet, and after a barrier every rank reads all windows back from ``out``. Window 0
     keeps the attention view. ``lock`` is acquired here and left to the caller to release.
+    ``layer_bar``: :func:`~tl_geom.jobs.window.run_window`'s per-layer bar (its delay).
     """
     ranks.agree("the arguments", fingerprint)
     keys = WindowKeys.of(fingerprint, tokens, backend)
@@ -174,7 +176,7 @@ def run_windows(
     ranks.barrier()  # every rank has listed the finished windows before any writes more
     for w in tqdm(ranks.mine(run.todo), desc="windows", disable=not progress, unit="window"):
         t0 = time.perf_counter()
-        res = run_window(model, tokens[w : w + 1], spec, w, view=w == 0)
+        res = run_window(model, tokens[w : w + 1], spec, w, view=w == 0, layer_bar=layer_bar)
         run.times.append(time.perf_counter() - t0)
         path = paths[w]
         if path is not None:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import einops
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from tl_geom._checks import row_sum_atol
 from tl_geom.geometry.all_queries import separability_all_queries_streamed
@@ -208,7 +209,13 @@ def _random_over_rows(
 
 
 def run_window(
-    model: Any, tokens: Tensor, spec: WindowSpec, window: int, *, view: bool = False
+    model: Any,
+    tokens: Tensor,
+    spec: WindowSpec,
+    window: int,
+    *,
+    view: bool = False,
+    layer_bar: float | None = None,
 ) -> dict[str, Tensor]:
     """Run one ``[1, L]`` window and return ``[layer, ...]`` stacked per-layer metrics.
 
@@ -220,8 +227,18 @@ def run_window(
 
     With ``view``, also ``view``: ``[layer, H, T, T]`` attention among the first T
     tokens (rows renormalised over those keys; for causal models they already sum to 1).
+    ``layer_bar``: a tqdm bar over the window's layers that appears once the window has
+    run that many seconds (0: at once; None: never), so only long windows show one.
     """
     per_layer: dict[int, dict[str, Tensor]] = {}
+    bar = tqdm(
+        total=len(spec.layers),
+        desc=f"window {window}",
+        unit="layer",
+        leave=False,
+        delay=layer_bar or 0.0,
+        disable=layer_bar is None,
+    )
 
     def reduce(layer: int, rows: LayerRows, v_kv: Tensor) -> None:
         res = reduce_layer(lambda idx: rows(idx)[0], v_kv, spec, spec.seed + 1009 * window + layer)
@@ -230,8 +247,9 @@ def run_window(
             seen = rows(range(t))[0, :, :, :t].float()
             res["view"] = (seen / seen.sum(-1, keepdim=True)).cpu()
         per_layer[layer] = res
+        bar.update()
 
-    with torch.no_grad(), stream_rows(model, spec.layers, reduce):
+    with bar, torch.no_grad(), stream_rows(model, spec.layers, reduce):
         model(tokens.to(model_device(model)))
     keys = per_layer[spec.layers[0]].keys()
     return {k: torch.stack([per_layer[layer][k] for layer in spec.layers]) for k in keys}

@@ -1,0 +1,135 @@
+"""The heads the report drills into, and window 0's rows of them (``inspect.npz``).
+
+:func:`pick_heads` chooses from the tables a few heads of each type and the extremes of
+the report's heatmaps; :func:`capture_head_rows` runs window 0 once more through the
+model, on those heads' layers only, and keeps each head's final-query row and its keys'
+values, so that the report can draw the value-space picture of geometry.md ("Objects":
+``y_i = alpha_i v_i``, ``s_N``, ``r_max``, ``r_min``) with the numbers of
+:func:`tl_geom.geometry.top_n.separability`.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from tl_geom.jobs.results import HeadRows
+from tl_geom.lens.hooks import expand_kv, model_device
+from tl_geom.lens.rows import stream_rows
+
+__all__ = ["PER_TYPE", "capture_head_rows", "pick_heads", "picture_n"]
+
+PER_TYPE = 2
+"""Heads drawn per head type (Retriever, Mixer, Reset) [ours]."""
+
+_TYPES = ("Retriever", "Mixer", "Reset")
+
+
+def picture_n(ns: Sequence[int]) -> int:
+    """The N of the pictures: 4 where in the grid, else the smallest N >= 2 [ours].
+
+    N = 1 is perfect for any subset, and at N = 4 the selected set is visible as a set.
+
+    >>> picture_n([1, 2, 4, 8]), picture_n([1, 3, 9]), picture_n([1])
+    (4, 3, 1)
+    """
+    if 4 in ns:
+        return 4
+    return ([n for n in sorted(ns) if n >= 2] or sorted(ns))[0]
+
+
+def _at_n(metrics: pd.DataFrame, heads: pd.DataFrame, n: int) -> pd.DataFrame:
+    """``heads`` with ``f1`` and ``gap`` (F1 - random F1) at N = ``n`` joined on layer, head."""
+    at = metrics.loc[metrics["n"] == n, ["layer", "head", "f1", "f1_random"]]
+    at = at.assign(gap=at["f1"] - at["f1_random"])[["layer", "head", "f1", "gap"]]
+    cols = [c for c in ("layer", "head", "type", "sink_mass", "entropy", "rho0") if c in heads]
+    return heads[cols].merge(at, on=["layer", "head"], how="left")
+
+
+def pick_heads(
+    metrics: pd.DataFrame, heads: pd.DataFrame, n: int, *, per_type: int = PER_TYPE
+) -> list[tuple[int, int, str]]:
+    """``(layer, head, reason)`` of the heads to look at, in the report's order [ours].
+
+    Per type (Retriever, Mixer, Reset), the ``per_type`` heads with the largest F1 gap
+    over random at N = ``n`` (the clearest of the type); then the extremes of the
+    heatmaps: the largest and smallest F1 and gap at ``n``, the largest sink mass, the
+    largest and smallest entropy, the largest rho0. A head picked twice is listed once,
+    with both reasons. NaN values are never an extreme.
+    """
+    table = _at_n(metrics, heads, n)
+    lay, hd = table["layer"].to_numpy(int), table["head"].to_numpy(int)
+    picked: dict[tuple[int, int], list[str]] = {}
+
+    def add(index: np.ndarray, reason: str) -> None:
+        for i in index.tolist():
+            picked.setdefault((int(lay[i]), int(hd[i])), []).append(reason)
+
+    def values(col: str) -> np.ndarray:
+        return np.asarray(pd.to_numeric(table[col], errors="coerce"), dtype=np.float64)
+
+    if "type" in table:
+        kinds, gap = table["type"].astype(str).to_numpy(), values("gap")
+        for kind in _TYPES:
+            idx = np.flatnonzero(kinds == kind)
+            order = np.argsort(-np.nan_to_num(gap[idx], nan=-np.inf), kind="stable")
+            add(idx[order][:per_type], kind)
+    for col, label in (
+        ("f1", f"F1 at N = {n}"),
+        ("gap", f"F1 - random at N = {n}"),
+        ("sink_mass", "sink mass"),
+        ("entropy", "entropy"),
+        ("rho0", "rho0"),
+    ):
+        x = values(col) if col in table else np.array([])
+        known = np.flatnonzero(np.isfinite(x))
+        if known.size == 0:
+            continue
+        add(known[[np.argmax(x[known])]], f"highest {label}")
+        if col in ("f1", "gap", "entropy"):
+            add(known[[np.argmin(x[known])]], f"lowest {label}")
+    return [(lay, hd, "; ".join(why)) for (lay, hd), why in picked.items()]
+
+
+def capture_head_rows(
+    model: Any,
+    tokens: Tensor,
+    picks: Sequence[tuple[int, int, str]],
+    text: Sequence[str],
+    n: int,
+) -> HeadRows | None:
+    """Run ``tokens`` (``[1, L]``, window 0) once, keeping the picked heads' rows.
+
+    Each layer of a pick is streamed (:func:`tl_geom.lens.rows.stream_rows`, either
+    backend); its final query row ``alpha [L]`` and the values ``v [L, d]`` of the
+    picked head (its KV head under GQA) are kept, nothing else. None without picks.
+    """
+    if not picks:
+        return None
+    layers = sorted({lay for lay, _, _ in picks})
+    kept: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+
+    def keep(layer: int, rows: Any, v_kv: Tensor) -> None:
+        length = v_kv.shape[1]
+        row = rows([length - 1])[0, :, 0]  # [H, L]
+        values = expand_kv(v_kv, row.shape[0])[0]  # [L, H, d]
+        for lay, hd, _ in picks:
+            if lay == layer:
+                v = values[:, hd]
+                v = v if v.dtype == torch.float64 else v.float()
+                kept[(lay, hd)] = (row[hd].double().cpu(), v.cpu())
+
+    with torch.no_grad(), stream_rows(model, layers, keep):
+        model(tokens.to(model_device(model)))
+    return HeadRows(
+        layers=[lay for lay, _, _ in picks],
+        heads=[hd for _, hd, _ in picks],
+        reasons=[why for _, _, why in picks],
+        tokens=list(text),
+        alpha=torch.stack([kept[(lay, hd)][0] for lay, hd, _ in picks]).numpy(),
+        values=torch.stack([kept[(lay, hd)][1] for lay, hd, _ in picks]).numpy(),
+        show=n,
+    )
