@@ -66,6 +66,8 @@ def test_cli_end_to_end(tiny_dir: Path, corpus_file: Path, tmp_path: Path, capsy
     assert len(heads) == 8
     assert set(heads["type"]) <= {"Retriever", "Mixer", "Reset", "unclear"}
     assert {"c_last_early", "share_sink", "mass_last", "last_token", "cluster"} <= set(heads)
+    stable = heads["type_stability"].to_numpy(float)  # share of window resamples agreeing
+    assert ((stable >= 0) & (stable <= 1)).all()
     assert {"sink_mass", "entropy", "norm_cv_tokens", "sink_lambda", "beta", "rho0"} <= set(heads)
     assert {"norm_cv_positions", "norm_cv_positions_raw", "c_inf"} <= set(heads)
     run = Analysis.load(tmp_path / "run").run
@@ -102,7 +104,7 @@ def test_tables_match_a_direct_computation(tiny_dir: Path) -> None:
     got = res.metrics.sort_values(["layer", "head", "n"])["c_last"].to_numpy()
     np.testing.assert_allclose(got, curves.c_last.mean(0).flatten().numpy(), atol=1e-6)
     mass = torch.stack([curves.mass_sink, curves.mass_last, curves.mass_rest], -1).mean(0)
-    types = classify_heads(curves.c_last.mean(0), curves.c_sink.mean(0), mass)
+    types = classify_heads(curves.c_last.mean(0), curves.c_sink.mean(0), mass, n=[1, 3], length=20)
     assert res.heads.sort_values(["layer", "head"])["type"].tolist() == types.labels
     assert res.run["taxonomy"]["counts"] == dict(Counter(types.labels))
     # imp0 at T = min(64, L) = 20: sink_importance of every window's full causal pattern

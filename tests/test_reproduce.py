@@ -26,14 +26,15 @@ NAN = math.nan
 
 # Each rule, fed synthetic numbers, must be able to give each verdict.
 CASES = [
-    (gc.top_beats_random_verdict, (0.8,), R),
-    (gc.top_beats_random_verdict, (0.79,), P),
-    (gc.top_beats_random_verdict, (0.49,), N),
-    (gc.top_beats_random_verdict, (NAN,), N),
-    (gc.peak_small_n_verdict, ([1, 2, 4, 8, 16], [1.0, 0.3, 0.6, 0.5, 0.4]), R),
-    (gc.peak_small_n_verdict, ([1, 2, 4, 8, 16], [1.0, 0.3, 0.4, 0.6, 0.5]), P),
-    (gc.peak_small_n_verdict, ([1, 2, 4, 8, 16], [1.0, 0.3, 0.4, 0.5, 0.6]), N),
-    (gc.peak_small_n_verdict, ([1, 2], [1.0, NAN]), N),
+    (gc.top_beats_random_verdict, (260, 270), R),
+    (gc.top_beats_random_verdict, (180, 270), P),
+    (gc.top_beats_random_verdict, (40, 270), N),
+    (gc.top_beats_random_verdict, (0, 0), INC),
+    (gc.peak_small_n_verdict, ((2.0, 4.0),), R),
+    (gc.peak_small_n_verdict, ((6.0, 8.0),), P),
+    (gc.peak_small_n_verdict, ((16.0, 32.0),), N),
+    (gc.peak_small_n_verdict, ((4.0, 6.0),), INC),
+    (gc.peak_small_n_verdict, ((NAN, NAN),), INC),
     (gac.rho0_recall_verdict, ([2, 3, 6, 8], [0.1, 0.21, 0.3, 0.25], (0.1, 0.5)), R),
     (gac.rho0_recall_verdict, ([2, 3, 6, 8], [0.4, 0.21, 0.3, 0.25], (0.1, 0.6)), P),
     (gac.rho0_recall_verdict, ([1, 2, 4, 8], [0.9, 0.2, 0.2, 0.1], (-0.1, 0.2)), N),
@@ -53,33 +54,30 @@ CASES = [
     (gac.four_phase_verdict, (0, 0), INC),
     (
         gac.head_regimes_verdict,
-        (
-            {"Retriever": 0.05, "Reset": 0.3, "Mixer": 0.3},
-            {"Retriever": 0.0, "Reset": 0.4, "Mixer": 1.0},
-        ),
+        ({"Retriever": (0.05, 0.1), "Reset": (0.2, 0.3), "Mixer": (0.2, 0.4)}, (0.01, 0.2)),
         R,
     ),
     (
         gac.head_regimes_verdict,
-        (
-            {"Retriever": 0.1, "Reset": 0.3, "Mixer": 0.3},
-            {"Retriever": 0.0, "Reset": 1.0, "Mixer": 0.5},
-        ),
+        ({"Retriever": (0.05, 0.1), "Reset": (0.2, 0.3), "Mixer": (0.2, 0.4)}, (-0.3, -0.01)),
         P,
     ),
     (
         gac.head_regimes_verdict,
-        (
-            {"Retriever": 0.04, "Reset": 0.3, "Mixer": 0.3},
-            {"Retriever": 0.0, "Reset": 0.4, "Mixer": 1.0},
-        ),
+        ({"Retriever": (0.0, 0.04), "Reset": (0.2, 0.3), "Mixer": (0.2, 0.4)}, (0.01, 0.2)),
         N,
     ),
-    (gc.sparsify_verdict, ([0.1, 0.2, 0.3, 0.4], [1, 1, 1, 0.2], {"e": [0.0, 1, 1, 1]}), R),
-    (gc.sparsify_verdict, ([0.1, 0.2, 0.3, 0.4], [1, 1, 0.2, 0.2], {"e": [0.0, 1, 1, 1]}), P),
-    (gc.sparsify_verdict, ([0.1, 0.2], [1, 1], {"e": [1, 1], "s": [0.5, 0.5]}), P),
-    (gc.sparsify_verdict, ([0.1, 0.2], [0.05, 1], {"e": [0.0, 0.0]}), P),
-    (gc.sparsify_verdict, ([0.1, 0.2], [0.05, 0.1], {"e": [0.0, 0.0]}), N),
+    (
+        gac.head_regimes_verdict,
+        ({"Retriever": (0.03, 0.1), "Reset": (0.2, 0.3), "Mixer": (0.2, 0.4)}, (0.01, 0.2)),
+        INC,
+    ),
+    (gc.sparsify_verdict, ([0.1, 0.2, 0.3, 0.4], [[1, 1, 1, 0.2]] * 3, {"e": [0.0, 1, 1, 1]}), R),
+    (gc.sparsify_verdict, ([0.1, 0.2, 0.3, 0.4], [[1, 1, 0.2, 0.2]] * 3, {"e": [0.0, 1, 1, 1]}), P),
+    (gc.sparsify_verdict, ([0.1, 0.2], [[1, 1]] * 3, {"e": [1, 1], "s": [0.5, 0.5]}), P),
+    (gc.sparsify_verdict, ([0.1, 0.2], [[0.05, 0.1]] * 3, {"e": [0.0, 0.0]}), N),
+    (gc.sparsify_verdict, ([0.1, 0.2], [[1, 1]] * 2, {"e": [0.0, 0.0]}), INC),
+    (gc.sparsify_verdict, ([0.1, 0.2], [[1, 1], [1, 1], [0.05, 0.1]], {"e": [0.0, 0.0]}), INC),
     (nc.distance_length_verdict, ((0.85, 1.15), 0.95, 32), R),
     (nc.distance_length_verdict, ((0.85, 1.15), 0.85, 32), P),
     (nc.distance_length_verdict, ((0.35, 0.75), 0.95, 32), P),
@@ -197,7 +195,9 @@ def test_every_rule_can_say_every_verdict():
                   "critical_n_verdict", "distance_length_verdict", "distance_plateau_verdict",
                   "recall_saturation_verdict", "gradient_sensitivity_verdict",
                   "first_position_variance_verdict", "massive_activation_verdict",
-                  "super_neuron_verdict", "self_only_verdict"}  # fmt: skip  # can say INC
+                  "super_neuron_verdict", "self_only_verdict", "top_beats_random_verdict",
+                  "peak_small_n_verdict", "head_regimes_verdict",
+                  "sparsify_verdict"}  # fmt: skip  # can say INC
     for name, verdicts in said.items():
         assert {R, P, N} <= verdicts <= set(claim.VERDICTS), name
         assert (INC in verdicts) == (name in calibrated), name
@@ -212,14 +212,14 @@ def test_loglog_slope_literal():
 
 
 def test_rule_input_errors():
-    with pytest.raises(TlGeomError, match="1-d"):
-        gc.peak_small_n_verdict([1, 2], [0.5])
+    with pytest.raises(TlGeomError, match="seeds"):
+        gc.sparsify_verdict([0.1, 0.2], np.array([0.2, 0.3]), {"e": [0.0, 0.0]})
     with pytest.raises(TlGeomError, match="N grid"):
         nc.plateau_changes([1, 5, 10], [1.0, 1.0, 1.0])
     with pytest.raises(TlGeomError, match="T grid"):
         nc.sensitivity_stats([0.1, 1.0], [1.0, 1.0])
     with pytest.raises(TlGeomError, match="heuristic"):
-        gc.sparsify_verdict([0.1], [0.2], {})
+        gc.sparsify_verdict([0.1], [[0.2]], {})
 
 
 def _metrics(gap: float) -> pd.DataFrame:
@@ -240,10 +240,11 @@ def _metrics(gap: float) -> pd.DataFrame:
 
 def test_claim_functions_on_synthetic_tables():
     f = gc.claim_top_beats_random(_metrics(0.1))
-    assert f.verdict == R and f.numbers == {"share_heads": 1.0, "heads": 6}
-    assert gc.claim_top_beats_random(_metrics(-0.1)).verdict == N
+    assert f.numbers == {"share_heads": 1.0, "heads": 6} and f.n == 6
+    assert f.verdict == INC  # 6 of 6 heads: the Wilson interval reaches below 0.8
+    assert gc.claim_top_beats_random(_metrics(-0.1)).verdict == N  # 0 of 6: below 0.5
     peak = gc.claim_peak_small_n(_metrics(0.1))
-    assert peak.numbers["n_star"] == 2 and peak.verdict == R
+    assert peak.numbers["n_star"] == 2 and peak.verdict == INC  # 6 heads: no interval
     heads = pd.DataFrame({"layer": [0, 0, 0, 1, 1, 1], "head": [0, 1, 2] * 2})
     heads["rho0"] = [0.1, 0.2, 0.3, 0.15, 0.25, 0.35]
     rho = gac.claim_rho0_recall(_metrics(0.1), heads).numbers["spearman_by_n"]

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jaxtyping import TypeCheckError
 
+from tests._type_heads import synthetic_batch
 from tl_geom import TlGeomError
 from tl_geom.geometry.clustering import (
     adjusted_rand,
@@ -17,7 +18,7 @@ from tl_geom.geometry.clustering import (
     cluster_agreement,
     kmeans,
 )
-from tl_geom.geometry.taxonomy import TYPES, TaxonomyConfig, classify_heads, head_curves
+from tl_geom.geometry.taxonomy import classify_heads, head_curves
 from tl_geom.geometry.top_n import separability
 
 # ---------------------------------------------------------------- literal references
@@ -60,39 +61,6 @@ def ref_curves(alpha: list[float], values: list[list[float]], ns: list[int], q: 
     }
 
 
-def ref_rule(
-    c_last: list[float], c_sink: list[float], mass: list[float], cfg: TaxonomyConfig
-) -> str:
-    k = len(c_last)
-    t = max(1, math.ceil(k / 3))
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    cl_e, cl_l, cs_e, cs_l = (
-        mean(c_last[:t]),
-        mean(c_last[-t:]),
-        mean(c_sink[:t]),
-        mean(c_sink[-t:]),
-    )
-    total = sum(mass)
-    share = [m / total if total > 0 else 0.0 for m in mass]
-    hits = []
-    if min(c_last) >= cfg.retriever_min:
-        hits.append("Retriever")
-    if (
-        cs_e - cs_l >= cfg.shift_min
-        and cl_l - cl_e >= cfg.shift_min
-        and cs_e > cl_e
-        and cl_l > cs_l
-    ):
-        hits.append("Mixer")
-    if (
-        cs_e >= cfg.sink_min
-        and max(c_last[: max(1, k - t)]) < cfg.weak_max
-        and share[0] >= share[1]
-    ):
-        hits.append("Reset")
-    return hits[0] if len(hits) == 1 else "unclear"
-
-
 def ref_ari(a: list[int], b: list[int]) -> float:
     """Adjusted Rand from pair counts, literally."""
     pairs = list(itertools.combinations(range(len(a)), 2))
@@ -113,42 +81,6 @@ def ref_accuracy(truth: list[int], clusters: list[int]) -> float:
         m = dict(zip(cls, perm, strict=True))
         best = max(best, sum(m[c] == t for c, t in zip(clusters, truth, strict=True)))
     return best / len(truth)
-
-
-# ---------------------------------------------------------------- synthetic heads
-
-
-def synthetic_head(kind: str, rng: np.random.Generator, length: int = 64, d: int = 32):
-    """alpha [L] and values [L, d] of a head built to be ``kind`` for the final query."""
-    v = rng.normal(size=(length, d)) / math.sqrt(d)
-    q = length - 1
-    v[q] = rng.normal(size=d)
-    v[q] *= 2 / np.linalg.norm(v[q])
-    sink_dir = rng.normal(size=d)
-    sink_dir -= sink_dir @ v[q] / (v[q] @ v[q]) * v[q]  # orthogonal to v_q
-    v[0] = sink_dir / np.linalg.norm(sink_dir)
-    alpha = np.full(length, 1.0)
-    if kind == "Retriever":  # most weight on the query itself
-        alpha[q], alpha[0] = 60.0, 5.0
-    elif kind == "Reset":  # parked on the sink; the rest is noise
-        alpha[0] = 200.0
-    elif kind == "Mixer":  # sink first, then a block of keys carrying v_q
-        alpha[0] = 30.0
-        block = rng.choice(np.arange(1, q), size=16, replace=False)
-        alpha[block] = 5.0
-        v[block] = v[q] + 0.3 * rng.normal(size=(16, d)) / math.sqrt(d)
-        v[0] *= 0.5
-    alpha /= alpha.sum()
-    return torch.tensor(alpha), torch.tensor(v)
-
-
-def synthetic_batch(per_type: int = 6, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    kinds = [k for k in TYPES for _ in range(per_type)]
-    heads = [synthetic_head(k, rng) for k in kinds]
-    alpha = torch.stack([h[0] for h in heads])
-    values = torch.stack([h[1] for h in heads])
-    return kinds, alpha, values
 
 
 NS = [1, 2, 4, 8, 16, 32]
@@ -227,90 +159,6 @@ def test_curves_to_frame() -> None:
     ]
 
 
-# ---------------------------------------------------------------- rules
-
-
-def test_synthetic_heads_get_their_type() -> None:
-    kinds, alpha, values = synthetic_batch(6)
-    c = head_curves(alpha, values, NS)
-    mass = torch.stack([c.mass_sink, c.mass_last, c.mass_rest], -1)
-    types = classify_heads(c.c_last, c.c_sink, mass)
-    assert types.labels == kinds
-
-
-@given(
-    st.integers(1, 7).flatmap(
-        lambda k: st.tuples(
-            st.lists(
-                st.lists(
-                    st.sampled_from([-0.4, 0.0, 0.2, 0.3, 0.5, 0.7, 1.0]), min_size=k, max_size=k
-                ),
-                min_size=1,
-                max_size=6,
-            ),
-            st.lists(
-                st.lists(st.sampled_from([-0.2, 0.0, 0.3, 0.5, 0.8, 1.0]), min_size=k, max_size=k),
-                min_size=1,
-                max_size=6,
-            ),
-            st.lists(
-                st.lists(st.sampled_from([0.0, 0.1, 0.5, 1.0]), min_size=3, max_size=3),
-                min_size=1,
-                max_size=6,
-            ),
-        )
-    ),
-    st.sampled_from(
-        [TaxonomyConfig(), TaxonomyConfig(retriever_min=0.3, shift_min=0.5, weak_max=0.3)]
-    ),
-)
-def test_rules_property_against_reference(case, cfg: TaxonomyConfig) -> None:
-    cl, cs, mass = case
-    h = min(len(cl), len(cs), len(mass))
-    c_last, c_sink, m = (torch.tensor(x[:h], dtype=torch.float64) for x in (cl, cs, mass))
-    got = classify_heads(c_last, c_sink, m, cfg).labels
-    want = [ref_rule(cl[i], cs[i], mass[i], cfg) for i in range(h)]
-    assert got == want
-
-
-def test_rules_bad_input_and_config() -> None:
-    with pytest.raises((TlGeomError, TypeCheckError)):  # beartype answers first in tests
-        classify_heads(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 3))
-    with pytest.raises(TlGeomError, match="negative"):
-        classify_heads(torch.zeros(1, 3), torch.zeros(1, 3), -torch.ones(1, 3))
-    with pytest.raises(TlGeomError, match=r"weak_max=0\.6 > retriever_min=0\.5"):
-        TaxonomyConfig(weak_max=0.6)
-    with pytest.raises(TlGeomError, match="shift_min=0"):
-        TaxonomyConfig(shift_min=0.0)
-    with pytest.raises(TlGeomError, match="sink_min=2"):
-        TaxonomyConfig(sink_min=2.0)
-    with pytest.raises(TlGeomError, match="restarts=0"):
-        TaxonomyConfig(restarts=0)
-
-
-def test_config_from_text() -> None:
-    cfg = TaxonomyConfig.parse(" retriever_min=0.7,weak_max=0.1 ,seed=3,")
-    assert cfg == TaxonomyConfig(retriever_min=0.7, weak_max=0.1, seed=3)
-    assert TaxonomyConfig.parse("") == TaxonomyConfig()
-    for text, message in (
-        ("retriever=0.7", "key one of retriever_min, shift_min"),
-        ("retriever_min", "expected key=value"),
-        ("seed=1.5", "seed='1.5': expected a int"),
-        ("sink_min=high", "expected a float"),
-        ("weak_max=0.9", "weak_max=0.9 > retriever_min=0.5"),  # the config's own checks
-    ):
-        with pytest.raises(TlGeomError, match=message):
-            TaxonomyConfig.parse(text)
-
-
-def test_unclear_when_two_rules_match() -> None:
-    # c_last rises from 0.55 to 0.9 while c_sink falls past it: Retriever and Mixer both match.
-    c_last = torch.tensor([[0.55, 0.6, 0.8, 0.9]])
-    c_sink = torch.tensor([[0.95, 0.9, 0.5, 0.4]])
-    t = classify_heads(c_last, c_sink, torch.tensor([[0.3, 0.3, 0.4]]))
-    assert bool(t.retriever[0]) and bool(t.mixer[0]) and t.labels == ["unclear"]
-
-
 # ---------------------------------------------------------------- k-means and agreement
 
 
@@ -318,7 +166,7 @@ def test_kmeans_recovers_the_synthetic_types() -> None:
     kinds, alpha, values = synthetic_batch(6, seed=3)
     c = head_curves(alpha, values, NS)
     mass = torch.stack([c.mass_sink, c.mass_last, c.mass_rest], -1)
-    types = classify_heads(c.c_last, c.c_sink, mass)
+    types = classify_heads(c.c_last, c.c_sink, mass, n=NS, length=alpha.shape[-1])
     agree = cluster_agreement(c.c_last, c.c_sink, mass, types.code)
     assert agree.labelled == len(kinds)
     assert agree.accuracy == 1.0 and agree.ari == pytest.approx(1.0)

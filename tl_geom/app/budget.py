@@ -54,7 +54,7 @@ class Budget:
     sparsify_windows: int = 2
     sparsify_ctx: int = 128
     heldout: int = 1
-    seeds: int = 2
+    seeds: int = 3
     fractions: tuple[float, ...] = (0.1, 0.2, 0.3)
     headnorm: StudyConfig | None = field(default_factory=lambda: StudyConfig(steps=100))
     seed: int = 0

@@ -21,7 +21,8 @@ __all__ = ["main"]
 
 TAXONOMY_HELP = (
     "head-type rule thresholds, e.g. retriever_min=0.6,weak_max=0.25 (keys: retriever_min, "
-    "shift_min, sink_min, weak_max, seed, restarts; see tl_geom.geometry.taxonomy.TaxonomyConfig)"
+    "retriever_share, shift_min, sink_min, weak_max, early_n, late_frac, cross_frac, seed, "
+    "restarts; see tl_geom.geometry.taxonomy.TaxonomyConfig)"
 )
 
 

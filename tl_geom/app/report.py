@@ -174,13 +174,20 @@ def _taxonomy(a: Analysis, layers: list[int], heads: list[int]) -> str:
     cfg = tax.get("config", {})
     km = tax.get("kmeans", {})
     rules = (
-        f"Final query, curves averaged over windows; early / late = first / last third of "
-        f"the N grid. Retriever: c_last &ge; {esc(fmt(cfg.get('retriever_min')))} at every N. "
-        f"Mixer: c_sink falls and c_last rises by &ge; {esc(fmt(cfg.get('shift_min')))} "
-        "and the curves cross. Reset: early c_sink &ge; "
-        f"{esc(fmt(cfg.get('sink_min')))}, c_last &lt; {esc(fmt(cfg.get('weak_max')))} "
-        "outside the late third, sink share of the mass split &ge; the last token's. "
-        "No rule or several: unclear. Thresholds are ours "
+        "Final query, curves averaged over windows and read in log N (rules on N and N / L, "
+        f"not on grid positions): early N &le; {esc(fmt(cfg.get('early_n')))}, late N &ge; "
+        f"{esc(fmt(cfg.get('late_frac'), '.3g'))} L. Retriever: the last token holds &ge; "
+        f"{esc(fmt(cfg.get('retriever_share')))} of the mass split and c_last &ge; "
+        f"{esc(fmt(cfg.get('retriever_min')))} on average over 2 &le; N &le; "
+        f"{esc(fmt(cfg.get('early_n')))} and over N &ge; 2. Mixer: c_sink falls and c_last "
+        f"rises by &ge; {esc(fmt(cfg.get('shift_min')))}, the curves swap order, and c_last "
+        f"reaches {esc(fmt(cfg.get('weak_max')))} before N = "
+        f"{esc(fmt(cfg.get('cross_frac'), '.3g'))} L. Reset: early c_sink &ge; "
+        f"{esc(fmt(cfg.get('sink_min')))}, sink share of the mass split &ge; the last "
+        f"token's, c_last below {esc(fmt(cfg.get('weak_max')))} until N = "
+        f"{esc(fmt(cfg.get('cross_frac'), '.3g'))} L. No rule or several: unclear. Label "
+        "stability: the share of bootstrap resamples of the windows giving the same label "
+        "(heads.csv type_stability). Thresholds are ours "
         "(tl_geom.geometry.taxonomy.TaxonomyConfig)."
     )
     check = (

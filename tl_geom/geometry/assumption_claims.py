@@ -2,14 +2,14 @@
 
 arXiv 2602.01893, spec ``geometry.md``: value norms, cosine decay, the 4-phase profile,
 rho0 vs Recall (Empirical assumptions 1-4) and the Retriever / Reset / Mixer regimes
-(Head taxonomy); their texts are in :data:`tl_geom.geometry.claims.CLAIMS`, the paper's
-other claims in :mod:`tl_geom.geometry.claims`. Each ``claim_*`` function takes the
+(Head taxonomy, in :mod:`tl_geom.geometry.regimes_claims`, re-exported here); their
+texts are in :data:`tl_geom.geometry.claims.CLAIMS`, the paper's other claims in
+:mod:`tl_geom.geometry.claims`. Each ``claim_*`` function takes the
 tables of ``analyze`` and returns a :class:`~tl_geom.claim.Finding` judged by the
 ``*_verdict`` rule beside it (thresholds **[ours]**, :mod:`tl_geom.claim`).
 """
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from tl_geom.claim import (
     share_verdict,
     wilson_interval,
 )
+from tl_geom.geometry.regimes_claims import claim_head_regimes, head_regimes_verdict
 from tl_geom.geometry.rho0_claims import claim_rho0_recall, kv_units, rho0_recall_verdict
 
 __all__ = [
@@ -180,54 +181,3 @@ def four_phase_verdict(holds: int, heads: int) -> Verdict:
     ('reproduced', 'partly', 'not reproduced')
     """
     return share_verdict(holds, heads)
-
-
-def claim_head_regimes(heads: pd.DataFrame, kmeans_ari: float) -> Finding:
-    """Type shares and mean relative depth of Retriever, Reset and Mixer heads.
-
-    Verdict (:func:`head_regimes_verdict`): all three types >= 5% of
-    heads and depth Retriever < Reset < Mixer reproduced; other order partly; else not.
-    """
-    layers = heads["layer"].to_numpy(np.float64)
-    span = max(layers.max() - layers.min(), 1.0)
-    depth_all = (layers - layers.min()) / span
-    types = ("Retriever", "Reset", "Mixer")
-    kinds = heads["type"].astype(str).to_numpy()
-    shares = {t: float((kinds == t).mean()) for t in types}
-    depth = {t: float(depth_all[kinds == t].mean()) if shares[t] else np.nan for t in types}
-    order = " -> ".join(sorted((t for t in types if np.isfinite(depth[t])), key=depth.__getitem__))
-    text = (
-        "shares "
-        + ", ".join(f"{t} {shares[t]:.0%}" for t in types)
-        + f"; depth order {order or 'n/a'}; k-means ARI {fmt(kmeans_ari)}"
-    )
-    plot = plot_data(
-        list(types), {"mean relative depth": [depth[t] for t in types]},
-        kind="bar", ylabel="mean layer / (layers - 1)",
-    )  # fmt: skip
-    nums = {"shares": shares, "depth": depth, "kmeans_ari": kmeans_ari}
-    return Finding(nums, text, head_regimes_verdict(shares, depth), plot)
-
-
-def head_regimes_verdict(shares: Mapping[str, float], depth: Mapping[str, float]) -> Verdict:
-    """Three head regimes (Retriever, Mixer, Reset), depth order Retriever -> Reset -> Mixer.
-
-    ``shares``: fraction of heads of each type; ``depth``: mean relative depth (layer /
-    (layers - 1)) of each type. Present: a share ``>= 0.05``. Reproduced: all three
-    present and ``depth`` increasing Retriever < Reset < Mixer (the paper's order on
-    LLaMA-2-7B); partly: all three present, another order; not: fewer than three.
-
-    >>> s = {"Retriever": 0.1, "Mixer": 0.2, "Reset": 0.2}
-    >>> head_regimes_verdict(s, {"Retriever": 0.2, "Reset": 0.5, "Mixer": 0.7})
-    'reproduced'
-    >>> head_regimes_verdict(s, {"Retriever": 0.2, "Reset": 0.7, "Mixer": 0.5})
-    'partly'
-    >>> head_regimes_verdict({**s, "Mixer": 0.01}, {"Retriever": 0.2, "Reset": 0.5, "Mixer": 0.7})
-    'not reproduced'
-    """
-    types = ("Retriever", "Reset", "Mixer")
-    if not all(is_finite(shares.get(t, math.nan)) and shares[t] >= 0.05 for t in types):
-        return NOT
-    d = [depth.get(t, math.nan) for t in types]
-    ordered = all(is_finite(x) for x in d) and d[0] < d[1] < d[2]
-    return REPRODUCED if ordered else PARTLY

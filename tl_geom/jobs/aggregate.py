@@ -17,7 +17,7 @@ from tl_geom.geometry.clustering import cluster_agreement
 from tl_geom.geometry.diagnostics import norm_cv_positions
 from tl_geom.geometry.profile import attention_profile
 from tl_geom.geometry.simulation import simulate_heads
-from tl_geom.geometry.taxonomy import TaxonomyConfig, classify_heads
+from tl_geom.geometry.taxonomy import TaxonomyConfig, label_stability
 from tl_geom.jobs.results import AttentionView
 from tl_geom.jobs.window import (
     C_LAST,
@@ -66,14 +66,15 @@ def aggregate(
     """Means and spreads over windows, profile fits, head types and the envelope (no model).
 
     Head types: the window means of ``c_last``, ``c_sink`` and the mass split go through
-    :func:`tl_geom.geometry.taxonomy.classify_heads`; the k-means check and its agreement
-    with the rules land in ``summary["taxonomy"]``.
+    :func:`tl_geom.geometry.taxonomy.classify_heads`, each label with its bootstrap
+    stability over windows (``type_stability``, :func:`~tl_geom.geometry.taxonomy.label_stability`);
+    the k-means check and its agreement with the rules land in ``summary["taxonomy"]``.
     """
     stack = {k: torch.stack([r[k] for r in per_window]) for k in per_window[0] if k != "view"}
     metrics = _metrics_table(stack, spec, len(per_window))
     profiles = stack["profile"].double().mean(0)  # [layer, head, L]
     heads = _heads_table(stack, profiles, spec)
-    heads, types_summary = _head_types(stack, heads, taxonomy or TaxonomyConfig())
+    heads, types_summary = _head_types(stack, heads, spec, taxonomy or TaxonomyConfig())
     return Tables(
         metrics=pd.DataFrame(metrics),
         heads=pd.DataFrame(heads),
@@ -169,15 +170,18 @@ def _positional_cv(stack: dict[str, torch.Tensor], n_heads: int) -> dict[str, np
 
 
 def _head_types(
-    stack: dict[str, torch.Tensor], heads: dict[str, Any], cfg: TaxonomyConfig
+    stack: dict[str, torch.Tensor], heads: dict[str, Any], spec: WindowSpec, cfg: TaxonomyConfig
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Rule labels and features into the heads table; the k-means check as a summary."""
-    c_last, c_sink = (stack[k].double().nanmean(0) for k in (C_LAST, C_SINK))  # [layer, head, N]
-    mass = torch.stack([stack[k].double().nanmean(0) for k in MASS_KEYS], -1)
-    types = classify_heads(c_last, c_sink, mass, cfg)
+    """Rule labels, their stability and the features into the heads table; k-means as a summary."""
+    last_w, sink_w = stack[C_LAST].double(), stack[C_SINK].double()  # [W, layer, head, N]
+    mass_w = torch.stack([stack[k].double() for k in MASS_KEYS], -1)  # [W, layer, head, 3]
+    length = int(stack["profile"].shape[-1])
+    types, stability = label_stability(last_w, sink_w, mass_w, cfg, n=spec.n, length=length)
+    c_last, c_sink, mass = last_w.nanmean(0), sink_w.nanmean(0), mass_w.nanmean(0)
     agree = cluster_agreement(c_last, c_sink, mass, types.code, cfg)
     frame = types.to_frame()
     heads = {**heads, "type": frame["type"].to_numpy()}
+    heads["type_stability"] = stability.flatten().numpy()
     for key in MASS_KEYS:
         heads[key] = stack[key].double().nanmean(0).flatten().numpy()
     for col in frame.columns[1:]:
@@ -187,6 +191,10 @@ def _head_types(
     summary = {
         "config": asdict(cfg),
         "counts": counts,
+        "length": length,
+        "median_stability": float(np.nanmedian(heads["type_stability"]))
+        if np.isfinite(heads["type_stability"]).any()
+        else math.nan,
         "kmeans": {
             "k": 3,
             "labelled_heads": agree.labelled,

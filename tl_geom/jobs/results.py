@@ -17,11 +17,14 @@ in ``--out`` are its parts:
   beta_r2, c_inf`` (the cosine decay's plateau), ``decay_holds, rho0, last_token,
   norm_cv_positions`` (CV over positions of the mean norm at each position across
   windows, sampling part removed; ``norm_cv_positions_raw`` keeps it), ``profile_r2,
-  profile_holds``, then the taxonomy features ``mass_sink, mass_last, mass_rest,
-  retriever, mixer, reset`` (which rules matched), ``c_last_early, c_last_late,
-  c_sink_early, c_sink_late, c_last_min, c_last_weak_max, share_sink, share_last,
-  share_rest`` and the k-means ``cluster``. ``type`` is ``Retriever``, ``Mixer``,
-  ``Reset`` or ``unclear`` (:mod:`tl_geom.geometry.taxonomy`).
+  profile_holds``, then ``type_stability`` (share of bootstrap resamples of the
+  windows giving the same label; NaN for one window) and the taxonomy features
+  ``mass_sink, mass_last, mass_rest, retriever, mixer, reset`` (which rules matched),
+  ``c_last_early, c_last_late, c_sink_early, c_sink_late`` (log-N means over N <= 4 and
+  N >= L/8), ``c_last_small, c_last_all`` (over 2 <= N <= 4 and N >= 2), ``cross_frac``
+  (N / L where ``c_last`` first reaches the Mixer/Reset level; inf: never), ``share_sink,
+  share_last, share_rest`` and the k-means ``cluster``. ``type`` is ``Retriever``,
+  ``Mixer``, ``Reset`` or ``unclear`` (:mod:`tl_geom.geometry.taxonomy`).
 - ``envelope.csv``: the expected P/R/F under the fitted assumption model, per N:
   ``n, precision, recall, f1, precision_std, recall_std, f1_std``.
 - ``profiles.npy``: ``[layer, head, key]`` mean final-query attention over windows.

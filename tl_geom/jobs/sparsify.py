@@ -133,7 +133,9 @@ def score_heads(
             per_window.append(run_window(model, tokens[w : w + 1], spec, w))
     stack = {k: torch.stack([r[k] for r in per_window]).double().mean(0) for k in per_window[0]}
     mass = torch.stack([stack[k] for k in MASS_KEYS], -1)
-    types = classify_heads(stack[C_LAST], stack[C_SINK], mass, taxonomy)
+    types = classify_heads(
+        stack[C_LAST], stack[C_SINK], mass, taxonomy, n=tuple(n), length=int(tokens.shape[1])
+    )
     table = pd.DataFrame(
         {
             "layer": np.repeat(np.arange(dims.n_layers), dims.n_heads),
