@@ -21,9 +21,9 @@ Prints figures, asserts nothing. Without CUDA it says so and runs on the CPU; th
 """
 
 import argparse
-import sys
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
