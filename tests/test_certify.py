@@ -321,3 +321,26 @@ def test_per_key_bounds_flag_fewer_rows_beside_a_sink() -> None:
     flag_k = first_stage(y, rank, ns, uniform=False)[2]
     flag_u = first_stage(y, rank, ns, uniform=True)[2]
     assert int(flag_k.sum()) < int(flag_u.sum()) // 2, (int(flag_k.sum()), int(flag_u.sum()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([1e-14, 1e-6, 1e-3, 1e-1]))
+def test_two_stage_passes_equal_the_per_key_passes(seed: int, scale: float) -> None:
+    """The eager two-stage passes (one bound per selection, then per key on the
+    undecided entries) give :func:`key_passes`' counts and flags bit for bit, on scores
+    with exact ties and keys of very different norms."""
+    from tl_geom.geometry import fused
+
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(2, 3, 4, 32, generator=gen, dtype=torch.float64)
+    g[..., 5] = g[..., 6]  # exact ties
+    g[..., 7] = g[..., 8] + 1e-9  # near-ties
+    rank = torch.stack([torch.randperm(32, generator=gen) for _ in range(6)]).view(2, 3, 32)
+    n = torch.tensor([1, 3, 16, 31])
+    w = torch.rand(2, 1, 1, 32, generator=gen, dtype=torch.float64) * 1e-2
+    w[..., 0] = 10.0  # a sink's long value
+    a_sel = torch.rand(2, 3, 4, 1, generator=gen, dtype=torch.float64) * 20
+    want = fused.key_passes(g, rank, n, w, a_sel, scale, 1e-300)
+    got = fused.eager_passes(g, rank, n, w, a_sel, scale, 1e-300)
+    for x, y in zip(got, want, strict=True):
+        assert torch.equal(x, y)
