@@ -23,6 +23,7 @@ Prints figures, asserts nothing. Without CUDA it says so and runs on the CPU; th
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -122,6 +123,13 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
+        if args.shape != "tiny":  # a 7B model at 32k tokens would take hours on a CPU
+            print(
+                f"no CUDA GPU here: the {args.shape} shape is a GPU benchmark; run it on a "
+                "CUDA machine, or pass --shape tiny (smoke test) or --device cpu (slow)",
+                file=sys.stderr,
+            )
+            return 2
         print("no CUDA GPU here: measuring on the CPU instead (figures are not the GPU's)")
         args.device = "cpu"
     dtype = torch.bfloat16

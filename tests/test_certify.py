@@ -7,6 +7,7 @@ exactly. Spec: geometry.md, "Metrics"; ``certify.py`` for the bound.
 """
 
 from fractions import Fraction
+from typing import Any
 
 import pytest
 import torch
@@ -179,13 +180,167 @@ def test_compiled_baseline_passes_equal_the_eager_ones() -> None:
     g[..., 10] = g[..., 11]  # exact ties: flagged rows must agree too
     rank = torch.stack([torch.randperm(64, generator=gen) for _ in range(12)]).view(3, 4, 64)
     n = torch.tensor([1, 2, 8, 16, 63])
-    bound = torch.tensor([1e-12, 0.0, 1e-3], dtype=torch.float64).view(3, 1, 1)
-    want = fused.eager_passes(g, rank, n, bound)
+    w = torch.rand(3, 1, 1, 64, generator=gen, dtype=torch.float64)
+    a_sel = torch.rand(3, 4, 5, 1, generator=gen, dtype=torch.float64) * 10
+    args = (w, a_sel, 1e-4, 1e-300)
+    want = fused.eager_passes(g, rank, n, *args)
     fused.set_compiled(True)
     try:
-        got = fused.baseline_passes(g, rank, n, bound)
+        got = fused.baseline_passes(g, rank, n, *args)
     finally:
         fused.set_compiled(False)
     for x, y in zip(got, want, strict=True):
         assert torch.equal(x, y)
     assert bool(want[2].any()) and not bool(want[2].all())
+
+
+def test_compiled_context_restores_and_a_failed_compile_falls_back(monkeypatch: Any) -> None:
+    """``compiled(True)`` turns the kernel on for its block only; a kernel that fails to
+    compile warns once and gives the eager passes' counts."""
+    from tl_geom.geometry import fused
+
+    gen = torch.Generator().manual_seed(1)
+    g = torch.randn(2, 3, 2, 16, generator=gen, dtype=torch.float64)
+    rank = torch.stack([torch.randperm(16, generator=gen) for _ in range(6)]).view(2, 3, 16)
+    n = torch.tensor([1, 4])
+    args = (torch.ones(2, 1, 1, 16, dtype=torch.float64), torch.ones(2, 3, 2, 1), 1e-13, 0.0)
+    want = fused.eager_passes(g, rank, n, *args)
+
+    def broken(*_: Any, **__: Any) -> Any:
+        def fail(*_a: Any, **_k: Any) -> Any:
+            raise RuntimeError("no compiler here")
+
+        return fail
+
+    monkeypatch.setattr(fused, "_state", {"on": False, "fn": None})
+    monkeypatch.setattr(torch, "compile", broken)
+    with fused.compiled(True):
+        assert fused._state["on"]
+        with pytest.warns(UserWarning, match="no compiler here"):
+            got = fused.baseline_passes(g, rank, n, *args)
+        assert not fused._state["on"]  # the failure switched it off for the rest
+    assert not fused._state["on"]
+    for x, y in zip(got, want, strict=True):
+        assert torch.equal(x, y)
+    monkeypatch.setattr(fused, "_state", {"on": True, "fn": None})
+    with fused.compiled(False):  # the environment's TL_GEOM_COMPILE=1 is kept
+        assert fused._state["on"]
+    assert fused._state["on"]
+
+
+def test_compile_flag_reaches_the_config_and_leaves_the_fingerprint() -> None:
+    """``--compile`` parses into ``AnalyzeConfig.compile``; results do not depend on it,
+    so a resumed run may switch it."""
+    from tl_geom.app.cli import _parser
+    from tl_geom.jobs.config import AnalyzeConfig, from_namespace
+
+    on = from_namespace(AnalyzeConfig, _parser().parse_args(["analyze", "--compile"]))
+    off = from_namespace(AnalyzeConfig, _parser().parse_args(["analyze"]))
+    assert on.compile and not off.compile
+    assert on.fingerprint() == off.fingerprint()
+
+
+@st.composite
+def sink_and_ties(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """A heavy sink with a long value (it sets the uniform bound ``E``) beside small,
+    tied keys with repeated value rows: near-ties the per-key bounds must still catch."""
+    length = draw(st.integers(4, 12))
+    d = draw(st.integers(1, 6))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    levels = draw(st.lists(st.integers(1, 3), min_size=length - 1, max_size=length - 1))
+    sink = draw(st.sampled_from([1.0, 10.0, 100.0]))
+    alpha = torch.tensor([sink * sum(levels), *levels], dtype=torch.float64)
+    alpha = (alpha / alpha.sum()).float().double()
+    alpha /= alpha.sum()  # rows sum to 1 within float64 rounding
+    values = torch.randn(length, d, generator=gen)
+    values[0] *= draw(st.sampled_from([1.0, 30.0]))
+    for _ in range(draw(st.integers(0, 3))):
+        i, j = draw(st.integers(1, length - 1)), draw(st.integers(1, length - 1))
+        values[j] = values[i]
+    return alpha, values.double()
+
+
+def first_stage(y: torch.Tensor, rank: torch.Tensor, ns: torch.Tensor, uniform: bool):
+    """The baseline's first stage on ``y [1, L, d]``: per key and selection, or with
+    one bound per row (``e_k = E = 8 gamma (2 A + W) W + tiny``, the previous rule)."""
+    from tl_geom.geometry import fused
+    from tl_geom.geometry.certify import key_bounds
+
+    w = y.square().sum(-1).sqrt()
+    scale, tiny = key_bounds(y.shape[-1], int(ns.max()), g_dtype=y.dtype, s_dtype=y.dtype)
+    sel = (rank.unsqueeze(-2) < ns.view(-1, 1)).to(y.dtype)  # [1, t, nn, key]
+    s = torch.einsum("btnk,bkd->btnd", sel, y)
+    g = 2 * torch.einsum("btnd,bkd->btnk", s, y) - (y * y).sum(-1)[:, None, None, :]
+    if uniform:
+        w_k = w.amax(-1).view(1, 1, 1, 1).expand(1, 1, 1, w.shape[-1])
+        a_j = w.sum(-1).view(1, 1, 1, 1).expand(*g.shape[:-1], 1)
+    else:
+        w_k, a_j = w.view(1, 1, 1, -1), torch.einsum("btnk,bk->btn", sel, w).unsqueeze(-1)
+    return fused.eager_passes(g, rank, ns, w_k, a_j * (1 + 1e-12), scale, tiny)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sink_and_ties(), st.sampled_from(DTYPES), st.integers(0, 2**16))
+def test_per_key_bounds_count_exactly_and_flag_within_the_uniform_ones(case, dtype, seed) -> None:
+    """The baseline with per-key, per-selection stage-1 bounds equals exact rational
+    arithmetic on every draw and N; its flags are a subset of the uniform bound's, and
+    the two agree on every count neither flags."""
+    alpha, values = case
+    length = alpha.shape[0]
+    ns = torch.tensor(sorted({1, max(1, length // 2), length - 1}))
+    rank = random_ranks((1,), length, draws=6, seed=seed)
+    a, v = alpha.to(dtype).unsqueeze(0), values.to(dtype).unsqueeze(0)
+    p, r, _ = random_counts(a, v, rank, ns, exact_inputs=(alpha.unsqueeze(0), values.unsqueeze(0)))
+    for t in range(6):
+        for j, n in enumerate(ns.tolist()):
+            chosen = [k for k in range(length) if rank[0, t, k] < n]
+            fp, tp = exact_counts(alpha, values, chosen)
+            assert float(p[0, t, j]) == rounded(n / (n + fp), dtype)
+            assert float(r[0, t, j]) == rounded(tp / n, dtype)
+    y = a.unsqueeze(-1) * v
+    fp_k, tp_k, flag_k = first_stage(y, rank, ns, uniform=False)
+    fp_u, tp_u, flag_u = first_stage(y, rank, ns, uniform=True)
+    assert not bool((flag_k & ~flag_u).any())
+    both = ~flag_u
+    assert torch.equal(fp_k[both], fp_u[both]) and torch.equal(tp_k[both], tp_u[both])
+
+
+def test_per_key_bounds_flag_fewer_rows_beside_a_sink() -> None:
+    """A sink with 60% of the weight and a long value row sets the uniform ``E``; with
+    bounds per key and selection far fewer first-stage entries are flagged (float32)."""
+    gen = torch.Generator().manual_seed(0)
+    length, d = 256, 16
+    alpha = torch.rand(length, generator=gen, dtype=torch.float64) * 1e-3
+    alpha[0] = 0.6 * alpha[1:].sum() / 0.4
+    alpha /= alpha.sum()
+    values = torch.randn(length, d, generator=gen, dtype=torch.float64)
+    values[0] *= 50
+    y = (alpha.unsqueeze(-1) * values).float().unsqueeze(0)
+    rank = random_ranks((1,), length, draws=16, seed=0)
+    ns = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128])
+    flag_k = first_stage(y, rank, ns, uniform=False)[2]
+    flag_u = first_stage(y, rank, ns, uniform=True)[2]
+    assert int(flag_k.sum()) < int(flag_u.sum()) // 2, (int(flag_k.sum()), int(flag_u.sum()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([1e-14, 1e-6, 1e-3, 1e-1]))
+def test_two_stage_passes_equal_the_per_key_passes(seed: int, scale: float) -> None:
+    """The eager two-stage passes (one bound per selection, then per key on the
+    undecided entries) give :func:`key_passes`' counts and flags bit for bit, on scores
+    with exact ties and keys of very different norms."""
+    from tl_geom.geometry import fused
+
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(2, 3, 4, 32, generator=gen, dtype=torch.float64)
+    g[..., 5] = g[..., 6]  # exact ties
+    g[..., 7] = g[..., 8] + 1e-9  # near-ties
+    rank = torch.stack([torch.randperm(32, generator=gen) for _ in range(6)]).view(2, 3, 32)
+    n = torch.tensor([1, 3, 16, 31])
+    w = torch.rand(2, 1, 1, 32, generator=gen, dtype=torch.float64) * 1e-2
+    w[..., 0] = 10.0  # a sink's long value
+    a_sel = torch.rand(2, 3, 4, 1, generator=gen, dtype=torch.float64) * 20
+    want = fused.key_passes(g, rank, n, w, a_sel, scale, 1e-300)
+    got = fused.eager_passes(g, rank, n, w, a_sel, scale, 1e-300)
+    for x, y in zip(got, want, strict=True):
+        assert torch.equal(x, y)

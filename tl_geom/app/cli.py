@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--device", default=None, help="cpu or cuda; None: cpu")
     a.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the random baseline's counting passes (torch.compile: ~30 s once, "
+        "same results, eager fallback)",
+    )
+    a.add_argument(
         "--dtype",
         choices=DTYPES,
         default=AnalyzeConfig.dtype,

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_count, check_n, check_values, check_weights
 from tl_geom._shapes import unpack_n
-from tl_geom.geometry.certify import Flagged, recheck, score_bound
+from tl_geom.geometry.certify import Flagged, key_bounds, recheck
 from tl_geom.geometry.fused import baseline_passes
 from tl_geom.geometry.top_n import flat_values, scores_from_counts, tidy_frame
 
@@ -260,13 +260,9 @@ def random_counts(
     y = a.unsqueeze(-1) * v
     y_t = einops.rearrange(y, "b key d -> b d key")  # a view
     bias = -(y * y).sum(-1).unsqueeze(1)  # [b, 1, key]
-    bound = score_bound(
-        y.square().sum(-1).sqrt(),
-        v.shape[-1],
-        int(n.max()),
-        g_dtype=a.dtype,
-        s_dtype=a.dtype,
-    )
+    w64 = y.square().sum(-1).sqrt().double()  # ||y_k||, float64 for the bound's sums
+    w_key = w64.to(a.dtype).view(rows, 1, 1, length)
+    scale, tiny = key_bounds(v.shape[-1], int(n.max()), g_dtype=a.dtype, s_dtype=a.dtype)
     tp = torch.empty(rows, draws, nn, dtype=torch.long, device=a.device)
     fp = torch.empty_like(tp)
     for r0 in range(0, rows, row_step):
@@ -274,12 +270,17 @@ def random_counts(
         for t0 in range(0, draws, draw_step):
             ts = slice(t0, t0 + draw_step)
             sel = rank[rs, ts].unsqueeze(-2) < n.view(-1, 1)  # [b, t, nn, key]
-            s = torch.einsum("btnk,bkd->btnd", sel.to(a.dtype), y[rs])
+            sel_f = sel.to(a.dtype)
+            s = torch.einsum("btnk,bkd->btnd", sel_f, y[rs])
             # <2 s, y_k> is <s, 2 y_k> bit for bit (scaling by 2 is exact), at |s| cost.
             s2 = einops.rearrange(2.0 * s, "b t nn d -> b (t nn) d")
             g = torch.baddbmm(bias[rs], s2, y_t[rs])
             g = einops.rearrange(g, "b (t nn) key -> b t nn key", nn=nn)
-            fp_c, tp_c, flagged = baseline_passes(g, rank[rs, ts], n, bound[rs].view(-1, 1, 1))
+            # A_J = sum_J ||y_i|| per selection: a mat-vec beside the [L, d] matmul
+            sel64 = sel_f if sel_f.dtype == torch.float64 else sel.double()
+            a_sel = torch.einsum("btnk,bk->btn", sel64, w64[rs]).unsqueeze(-1)
+            a_sel = (a_sel * (1 + 1e-12)).to(a.dtype)
+            fp_c, tp_c, flagged = baseline_passes(g, rank[rs, ts], n, w_key[rs], a_sel, scale, tiny)
             if bool(flagged.any()):
                 a64, v64 = exact_inputs or (a, v)
                 idx = torch.nonzero(flagged)  # [F, 3]: (b, t, nn) within the chunk

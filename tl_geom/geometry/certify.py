@@ -31,7 +31,7 @@ from torch import Tensor
 
 from tl_geom.geometry.exact import exact_row_counts
 
-__all__ = ["Flagged", "certified_counts", "recheck", "score_bound"]
+__all__ = ["Flagged", "certified_counts", "key_bounds", "recheck", "score_bound"]
 
 
 def _gamma(terms: int, dtype: torch.dtype) -> float:
@@ -66,6 +66,25 @@ def score_bound(
     gamma = _gamma(d + 8, g_dtype) + _gamma(n_max + 8, s_dtype)
     tiny = (d + n_max + 16) * torch.finfo(g_dtype).tiny
     return 8 * gamma * (2 * total + big_w) * big_w + tiny
+
+
+def key_bounds(
+    d: int, n_max: int, *, g_dtype: torch.dtype, s_dtype: torch.dtype
+) -> tuple[float, float]:
+    """``(scale, tiny)`` of the per-key, per-selection bound of the scores' rounding.
+
+        |g_hat_k - g_k| <= e_k = scale (2 A_J + w_k) w_k + tiny,   scale = 8 gamma,
+
+    with ``w_k = ||y_k||`` and ``A_J = sum_J w_i`` over the selection J. The derivation
+    of :func:`score_bound` kept per key and selection: every rounding term of ``g_k``
+    carries a factor ``w_k`` (the dot product ``<s, y_k>``, the bias ``||y_k||^2``,
+    the error of ``s`` seen through ``y_k``), the other factor at most ``2 A_J + w_k``
+    (``||s_hat|| <= (1 + gamma) A_J``, ``|s_hat - s| <= gamma A_J``); the factor 8 also
+    covers the rounding of ``A_J`` and of ``e_k`` itself. :func:`recheck` uses the same
+    ``e_k``; :func:`score_bound` is its max over keys with ``A_J <= A``.
+    """
+    gamma = _gamma(d + 8, g_dtype) + _gamma(n_max + 8, s_dtype)
+    return 8 * gamma, (d + n_max + 16) * torch.finfo(g_dtype).tiny
 
 
 def certified_counts(

@@ -25,6 +25,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from tl_geom.errors import TlGeomError
+from tl_geom.geometry.fused import compiled
 from tl_geom.geometry.taxonomy import TaxonomyConfig
 from tl_geom.jobs.aggregate import aggregate
 from tl_geom.jobs.config import AnalyzeConfig
@@ -62,6 +63,7 @@ def analyze(
     device: str | None = None,
     dtype: str = "float32",
     taxonomy: TaxonomyConfig | None = None,
+    compile: bool = False,
 ) -> Analysis:
     """Per-head top-N separability, random baseline and diagnostics over corpus windows.
 
@@ -101,6 +103,7 @@ def analyze(
             ``float64``).
         taxonomy: thresholds of the head-type rules (default :class:`TaxonomyConfig`);
             applied when the tables are aggregated, so not part of the resume check.
+        compile: compile the random baseline's counting passes (``AnalyzeConfig.compile``).
 
     Returns:
         An :class:`~tl_geom.jobs.results.Analysis` (``metrics``, ``heads``, ``envelope``
@@ -126,6 +129,7 @@ def analyze(
         backend=backend,
         device=device,
         taxonomy=taxonomy,
+        compile=compile,
     )
     if ids is not None:
         return run_analysis(
@@ -224,11 +228,13 @@ def run_analysis(
     ranks = join(torch.device(facts.device))
     lock = OutLock(out_path if ranks.rank == 0 else None)
     try:
-        run = run_windows(
-            model, tokens, spec, out_path, fingerprint, resume=resume, ranks=ranks,
-            progress=bool(progress) and ranks.rank == 0, backend=facts.backend, strict=strict,
-            lock=lock, layer_bar=_layer_bar(progress) if ranks.rank == 0 else None,
-        )  # fmt: skip
+        with compiled(config.compile):
+            run = run_windows(
+                model, tokens, spec, out_path, fingerprint, resume=resume, ranks=ranks,
+                progress=bool(progress) and ranks.rank == 0, backend=facts.backend,
+                strict=strict, lock=lock,
+                layer_bar=_layer_bar(progress) if ranks.rank == 0 else None,
+            )  # fmt: skip
         ranks.leave()
         times = (t_start, t_loaded)
         analysis = _tables(config, model, tokens, spec, facts, run, fingerprint, ranks, times)

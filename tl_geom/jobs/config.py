@@ -100,6 +100,10 @@ class AnalyzeConfig:
         device: where to run a model loaded by name (None: cpu).
         taxonomy: thresholds of the head-type rules (None: the defaults); applied when
             the tables are aggregated, so not part of the resume check.
+        compile: run the random baseline's counting passes as one ``torch.compile``
+            kernel (:mod:`tl_geom.geometry.fused`; about 30 s to compile once, the same
+            counts, falls back to the eager passes if compiling fails); not part of the
+            resume check.
     """
 
     model: str = "smollm2-135m"
@@ -117,6 +121,7 @@ class AnalyzeConfig:
     backend: str = "auto"
     device: str | None = None
     taxonomy: TaxonomyConfig | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n", _ints(self.n) or None)
@@ -145,10 +150,12 @@ class AnalyzeConfig:
     def fingerprint(self) -> dict[str, Any]:
         """What a window's results depend on; a resumed run must match it exactly.
 
-        The backend, device and taxonomy are left out: the backends give the same rows
-        (tests/test_fused.py), and the taxonomy is applied after the windows.
+        The backend, device, taxonomy and compile are left out: the backends give the
+        same rows (tests/test_fused.py), the taxonomy is applied after the windows, and
+        the compiled kernel gives the eager counts (tests/test_certify.py).
         """
-        d = {k: v for k, v in asdict(self).items() if k not in ("backend", "device", "taxonomy")}
+        skip = ("backend", "device", "taxonomy", "compile")
+        d = {k: v for k, v in asdict(self).items() if k not in skip}
         d["n"] = list(self.n_grid)
         d["layers"] = list(self.layers) if self.layers is not None else None
         return d

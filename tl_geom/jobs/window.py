@@ -5,6 +5,8 @@ as that layer has run (``hooks.stream_layers``); it keeps ``[head, N]``-sized re
 and drops the ``[head, L, L]`` pattern, so peak memory stays near a plain forward.
 """
 
+import ctypes
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -252,4 +254,22 @@ def run_window(
     with bar, torch.no_grad(), stream_rows(model, spec.layers, reduce):
         model(tokens.to(model_device(model)))
     keys = per_layer[spec.layers[0]].keys()
-    return {k: torch.stack([per_layer[layer][k] for layer in spec.layers]) for k in keys}
+    out = {k: torch.stack([per_layer[layer][k] for layer in spec.layers]) for k in keys}
+    release_freed_memory()
+    return out
+
+
+def release_freed_memory() -> None:
+    """Hand the heap pages freed during a window back to the OS (glibc ``malloc_trim``).
+
+    The per-layer reductions allocate and free many tensors of a few MiB, below glibc's
+    (adaptive) mmap threshold, so freed pages stay in the heap: at L = 8192 the RSS crept
+    from 0.5 to 2.0 GiB over 30 layers though little was live. ``malloc_trim(0)``
+    releases them (Linux with glibc only; elsewhere a no-op). Memory, not results.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # musl or another libc: nothing to trim
+        return
