@@ -25,7 +25,7 @@ from tl_geom.normalization.distinguishability import (
 )
 from tl_geom.normalization.softmax_bounds import gradient_sensitivity, saturation_share
 from tl_geom.normalization.tables import (
-    distance_vs_n,
+    distance_frame,
     distinguishability_frame,
     distinguishability_vs_n,
 )
@@ -107,7 +107,9 @@ def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
         lengths.append(top_len)
     by_len, crit = per_length_tables(model, corpus, lengths, b)
     ns = [n for n in (1, 5, 10, 20, 50, 100, 200) if n < top_len]
-    by_n = distance_vs_n(alpha, values, ns, draws=b.norm_draws, seed=b.seed)
+    top = cumulative_distance(alpha, values, ns)  # [b, layer, head, N]
+    rnd = random_cumulative_distance(alpha, values, ns, draws=b.norm_draws, seed=b.seed)
+    by_n = distance_frame(top, rnd, ns)
     ratio_grid = [2**k for k in range(int(math.log2(top_len // 2)) + 1)]
     by_row = distinguishability(alpha, values, ratio_grid)  # [b, layer, head, N]
     ratio = distinguishability_frame(by_row, ratio_grid)
@@ -118,7 +120,7 @@ def normalization_experiment(model: Any, corpus: str, b: Budget) -> Findings:
     ratio["ns_over_n_resid"] = resid["ns_over_n"].to_numpy()
     ratio["ns_over_n_resid_std"] = resid["ns_over_n_std"].to_numpy()
     # per head (mean over the windows): the units of the plateau's and saturation's intervals
-    d_heads = cumulative_distance(alpha, values, ns).mean(0).flatten(0, 1).cpu().numpy()
+    d_heads = top.mean(0).flatten(0, 1).cpu().numpy()
     r_heads = by_row.mean(0).flatten(0, 1).cpu().numpy()
     rows = alpha.reshape(-1, alpha.shape[-1])
     pick = torch.linspace(0, rows.shape[0] - 1, min(b.grad_rows, rows.shape[0])).round().long()

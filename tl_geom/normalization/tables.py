@@ -25,6 +25,7 @@ from tl_geom.normalization.distinguishability import (
 
 __all__ = [
     "critical_n_vs_length",
+    "distance_frame",
     "distance_vs_length",
     "distance_vs_n",
     "distinguishability_frame",
@@ -96,11 +97,21 @@ def distance_vs_n(
     grid = list(ns)
     top = cumulative_distance(alpha, values, grid, form=form)
     rnd = random_cumulative_distance(alpha, values, grid, draws=draws, seed=seed, form=form)
+    return distance_frame(top, rnd, grid)
+
+
+def distance_frame(
+    top: Float[Tensor, "*lead nn"], rnd: Float[Tensor, "*lead nn"], ns: Sequence[int]
+) -> pd.DataFrame:
+    """The table of :func:`distance_vs_n` from ``d~_N`` already measured per row.
+
+    ``top``: top-N ``d~_N``; ``rnd``: random-N, already averaged over draws per row.
+    """
     t_mean, t_std = _mean_std(top)
     r_mean, r_std = _mean_std(rnd)
     return pd.DataFrame(
         {
-            "n": grid,
+            "n": list(ns),
             "d_top": t_mean.cpu().numpy(),
             "d_top_std": t_std.cpu().numpy(),
             "d_random": r_mean.cpu().numpy(),
