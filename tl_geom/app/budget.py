@@ -24,7 +24,8 @@ class Budget:
         ks_windows, ks_chunk: real L-token windows per L for d~ vs L and the per-head KS
             test (the same number at every L; >= 32 for a decisive test), run in chunks.
         temperatures, eps: the g(T, eps) grid (must hold T = 0.01 and 1).
-        sink_samples, sink_len: corpus windows for the sink measures (paper: 100 x 64).
+        sink_samples, sink_len: corpus windows for the sink measures (paper: 100 x 64;
+            QUICK 32, above the 10 the sink verdicts need to decide).
         position, lams: k of the self-only mask (paper: k = 10) and the lam grid.
         positions, shift_samples: the k and the windows of the variance-amplification
             sweep (issue: >= 100 samples, k in 10, 20, 30; QUICK uses fewer).
@@ -45,7 +46,7 @@ class Budget:
     grad_rows: int = 128
     temperatures: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
     eps: tuple[float, ...] = (1e-3, 1e-1, 10.0)
-    sink_samples: int = 8
+    sink_samples: int = 32
     sink_len: int = 64
     position: int = 10
     positions: tuple[int, ...] = (10, 20, 30)
@@ -102,7 +103,7 @@ FULL = Budget(
     norm_ctx=1024,
     norm_draws=8,
     grad_rows=256,
-    sink_samples=16,
+    sink_samples=100,
     shift_samples=100,
     lams=(4.0, 16.0, 64.0, 256.0),
     sparsify_windows=4,

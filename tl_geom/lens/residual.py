@@ -15,8 +15,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_geom.errors import TlGeomError
-from tl_geom.lens.hooks import as_tokens, model_device, model_dims, normalize_layers, stream_layers
+from tl_geom.lens.hooks import as_tokens, model_device, model_dims, normalize_layers
+from tl_geom.lens.per_layer import per_layer
 from tl_geom.lens.sdpa import FusedModel
 
 __all__ = ["residual_inputs"]
@@ -41,14 +41,5 @@ def residual_inputs(
         if isinstance(model, FusedModel):
             out = model.hf(input_ids=toks, use_cache=False, output_hidden_states=True)
             return torch.stack([out.hidden_states[layer] for layer in ids], dim=1)
-        kept: dict[int, Tensor] = {}
-
-        def keep(layer: int, acts: dict[str, Tensor]) -> None:
-            kept[layer] = acts["resid_pre"].detach().clone()
-
-        with stream_layers(model, ["resid_pre"], ids, keep):
-            model(toks)
-    missing = [layer for layer in ids if layer not in kept]
-    if missing:
-        raise TlGeomError(f"hook_resid_pre did not fire for layers {missing}")
-    return torch.stack([kept[layer] for layer in ids], dim=1)
+    _, resid = per_layer(model, toks, ["resid_pre"], ids, lambda _, acts: acts["resid_pre"].clone())
+    return resid

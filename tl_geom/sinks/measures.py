@@ -33,8 +33,8 @@ from tl_geom.lens.hooks import (
     model_device,
     model_dims,
     normalize_layers,
-    stream_layers,
 )
+from tl_geom.lens.per_layer import Layers, per_layer
 from tl_geom.sinks import sink_math as sm
 
 __all__ = [
@@ -51,33 +51,6 @@ __all__ = [
     "sink_profile",
     "tidy",
 ]
-
-Layers = int | Sequence[int] | None
-Reduce = Callable[[int, dict[str, Tensor]], Tensor]
-
-
-def per_layer(
-    model: Any,
-    tokens: Tensor | str,
-    kinds: Sequence[str],
-    layers: Layers,
-    reduce: Reduce,
-    dim: int = 1,
-) -> tuple[tuple[int, ...], Tensor]:
-    """Run ``model`` once; ``reduce(layer, acts)`` per layer inside its hook; stack on ``dim``."""
-    ids = normalize_layers(layers, model_dims(model).n_layers)
-    toks = as_tokens(model, tokens)
-    out: dict[int, Tensor] = {}
-
-    def keep(layer: int, acts: dict[str, Tensor]) -> None:
-        out[layer] = reduce(layer, {k: v.detach() for k, v in acts.items()})
-
-    with torch.no_grad(), stream_layers(model, kinds, ids, keep):
-        model(toks.to(model_device(model)))
-    missing = [layer for layer in ids if layer not in out]
-    if missing:
-        raise TlGeomError(f"the hooks {list(kinds)} did not fire for layers {missing}")
-    return ids, torch.stack([out[layer] for layer in ids], dim=dim)
 
 
 def tidy(names: Sequence[str], **cols: Tensor) -> pd.DataFrame:
