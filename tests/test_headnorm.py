@@ -3,6 +3,7 @@
 import math
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 
@@ -124,6 +125,10 @@ def test_study_a_few_steps_and_cli(tmp_path: Any, capsys: Any) -> None:
             "8",
             "--n-ctx",
             "16",
+            "--log-every",
+            "1",
+            "--weight-decay",
+            "0",
             "--out",
             str(tmp_path),
         ]
@@ -131,6 +136,8 @@ def test_study_a_few_steps_and_cli(tmp_path: Any, capsys: Any) -> None:
     assert code == 0
     assert (tmp_path / "headnorm_summary.csv").exists()
     assert (tmp_path / "headnorm_layers.csv").exists()
+    logged = pd.read_csv(tmp_path / "headnorm_sink_log.csv")
+    assert list(logged["step"]) == [1, 2, 1, 2] and set(logged["arm"]) == {"baseline", "headnorm"}
     assert "headnorm" in capsys.readouterr().out
 
 

@@ -139,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--d-head", type=int, default=16, help="head dimension")
     h.add_argument("--n-ctx", type=int, default=64, help="tokens per window")
     h.add_argument("--val-windows", type=int, default=32, help="held-out windows")
+    h.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
+    h.add_argument(
+        "--log-every", type=int, default=0, help="steps between sink-rate logs (0: none)"
+    )
     h.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's)")
     h.add_argument("--out", default=None, help="directory for headnorm_*.csv (optional)")
     r = sub.add_parser(
@@ -213,6 +217,8 @@ def _headnorm(args: argparse.Namespace) -> int:
         n_ctx=args.n_ctx,
         val_windows=args.val_windows,
         threads=args.threads or None,
+        weight_decay=args.weight_decay,
+        log_every=args.log_every,
     )
     res = headnorm_study(cfg)
     with pd.option_context("display.width", 200):
@@ -225,7 +231,11 @@ def _headnorm(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         res.summary.to_csv(out / "headnorm_summary.csv", index=False)
         res.by_layer.to_csv(out / "headnorm_layers.csv", index=False)
-        print(f"Wrote headnorm_summary.csv, headnorm_layers.csv to {out.resolve()}")
+        names = "headnorm_summary.csv, headnorm_layers.csv"
+        if res.sink_log is not None:
+            res.sink_log.to_csv(out / "headnorm_sink_log.csv", index=False)
+            names += ", headnorm_sink_log.csv"
+        print(f"Wrote {names} to {out.resolve()}")
     return 0
 
 
