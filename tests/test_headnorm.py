@@ -138,7 +138,10 @@ def test_study_a_few_steps_and_cli(tmp_path: Any, capsys: Any) -> None:
     assert (tmp_path / "headnorm_layers.csv").exists()
     logged = pd.read_csv(tmp_path / "headnorm_sink_log.csv")
     assert list(logged["step"]) == [1, 2, 1, 2] and set(logged["arm"]) == {"baseline", "headnorm"}
-    assert "headnorm" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "headnorm" in captured.out
+    # a progress bar per arm over the training steps, on stderr
+    assert "baseline" in captured.err and "2/2" in captured.err
 
 
 def test_bad_settings_are_clear_errors() -> None:

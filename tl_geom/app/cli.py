@@ -220,7 +220,7 @@ def _headnorm(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         log_every=args.log_every,
     )
-    res = headnorm_study(cfg)
+    res = headnorm_study(cfg, progress=True)
     with pd.option_context("display.width", 200):
         print(res.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
         print()

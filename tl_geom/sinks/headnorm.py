@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from tl_geom._checks import check_count
 from tl_geom.errors import TlGeomError
@@ -118,18 +119,21 @@ def train_tiny_lm(
     weight_decay: float = 0.0,
     log: Callable[[int, TinyLM], None] | None = None,
     log_every: int = 0,
+    progress: str | None = None,
 ) -> tuple[TinyLM, list[float]]:
     """Train a TinyLM with AdamW at constant ``lr`` on random windows of ``train_ids``.
 
     Seeded: the same seed gives the same init and batches. ``log(step, model)`` is
     called (in eval mode, no grad) every ``log_every`` steps and after the last. Returns
-    the model in eval mode and the training loss per step.
+    the model in eval mode and the training loss per step. ``progress``: the label of a
+    progress bar over the steps (stderr; None: no bar).
     """
     model = TinyLM(cfg, seed=seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     model.train()
+    bar = tqdm(total=steps, desc=progress, unit="step", disable=progress is None)
     for _ in range(steps):
         offsets = torch.randint(0, len(train_ids) - cfg.n_ctx - 1, (batch,), generator=gen)
         x, y = _windows(train_ids, offsets, cfg.n_ctx)
@@ -138,12 +142,14 @@ def train_tiny_lm(
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        bar.update()
         done = len(losses)
         if log is not None and ((log_every and done % log_every == 0) or done == steps):
             model.eval()
             with torch.no_grad():
                 log(done, model)
             model.train()
+    bar.close()
     model.eval()
     return model, losses
 
@@ -188,11 +194,14 @@ def _measure(model: TinyLM, val: Tensor, offsets: Tensor, eps: float) -> tuple[d
     return summary, layers
 
 
-def headnorm_study(config: StudyConfig | None = None, **overrides: Any) -> HeadNormStudy:
+def headnorm_study(
+    config: StudyConfig | None = None, *, progress: bool = False, **overrides: Any
+) -> HeadNormStudy:
     """Train a baseline and a HeadNorm TinyLM with the same seed and steps; measure both.
 
     Args:
         config: a :class:`StudyConfig` (default settings if None).
+        progress: a progress bar over each arm's training steps (stderr).
         **overrides: fields of StudyConfig to change, e.g. ``steps=50``.
 
     Raises:
@@ -209,12 +218,14 @@ def headnorm_study(config: StudyConfig | None = None, **overrides: Any) -> HeadN
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run_arms(cfg, train, val, offsets)
+        return _run_arms(cfg, train, val, offsets, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_arms(cfg: StudyConfig, train: Tensor, val: Tensor, offsets: Tensor) -> HeadNormStudy:
+def _run_arms(
+    cfg: StudyConfig, train: Tensor, val: Tensor, offsets: Tensor, progress: bool
+) -> HeadNormStudy:
     rows, layer_rows = [], []
     models: dict[str, Any] = {}
     losses: dict[str, list[float]] = {}
@@ -237,6 +248,7 @@ def _run_arms(cfg: StudyConfig, train: Tensor, val: Tensor, offsets: Tensor) -> 
             weight_decay=cfg.weight_decay,
             log=log if cfg.log_every else None,
             log_every=cfg.log_every,
+            progress=arm if progress else None,
         )
         summary, layers = _measure(model, val, offsets, cfg.eps)
         hits = [r["step"] for r in logged if r["arm"] == arm and r["sink_rate"] > cfg.eps]
