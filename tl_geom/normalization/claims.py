@@ -98,7 +98,10 @@ def claim_critical_n(table: pd.DataFrame) -> Finding:
     ``table``: ``HeadCriticalN.to_frame(L)`` rows for every L (windows as samples, the
     same number at every L). Reports, per L, the median and quartiles of ``N*_h / L``
     over heads and the median KS statistic at the smallest N. Verdict
-    (:func:`critical_n_verdict`) on the medians.
+    (:func:`critical_n_verdict`) on the medians. The finding's ``interval`` is the range
+    of those per-L medians, what the verdict reads (every one within 2x of 0.06), not a
+    confidence interval [ours]: the per-head tests already carry their sample size
+    (``windows``), and with most heads rejecting at every N the medians are inf.
     """
     ls, fr, windows = _head_fractions(table)
     med = np.array([np.median(f) for f in fr])
