@@ -232,7 +232,7 @@ def _headnorm(args: argparse.Namespace) -> int:
         res.summary.to_csv(out / "headnorm_summary.csv", index=False)
         res.by_layer.to_csv(out / "headnorm_layers.csv", index=False)
         names = "headnorm_summary.csv, headnorm_layers.csv"
-        if res.sink_log is not None:
+        if args.log_every and res.sink_log is not None:
             res.sink_log.to_csv(out / "headnorm_sink_log.csv", index=False)
             names += ", headnorm_sink_log.csv"
         print(f"Wrote {names} to {out.resolve()}")

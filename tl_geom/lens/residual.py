@@ -35,11 +35,13 @@ def residual_inputs(
     Raises:
         TlGeomError: layers out of range, or hooks that did not fire.
     """
-    ids = normalize_layers(layers, model_dims(model).n_layers)
-    toks = as_tokens(model, tokens).to(model_device(model))
-    with torch.no_grad():
-        if isinstance(model, FusedModel):
+    if isinstance(model, FusedModel):
+        ids = normalize_layers(layers, model_dims(model).n_layers)
+        toks = as_tokens(model, tokens).to(model_device(model))
+        with torch.no_grad():
             out = model.hf(input_ids=toks, use_cache=False, output_hidden_states=True)
-            return torch.stack([out.hidden_states[layer] for layer in ids], dim=1)
-    _, resid = per_layer(model, toks, ["resid_pre"], ids, lambda _, acts: acts["resid_pre"].clone())
+        return torch.stack([out.hidden_states[layer] for layer in ids], dim=1)
+    _, resid = per_layer(
+        model, tokens, ["resid_pre"], layers, lambda _, acts: acts["resid_pre"].clone()
+    )
     return resid

@@ -133,23 +133,22 @@ def train_tiny_lm(
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     model.train()
-    bar = tqdm(total=steps, desc=progress, unit="step", disable=progress is None)
-    for _ in range(steps):
-        offsets = torch.randint(0, len(train_ids) - cfg.n_ctx - 1, (batch,), generator=gen)
-        x, y = _windows(train_ids, offsets, cfg.n_ctx)
-        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        bar.update()
-        done = len(losses)
-        if log is not None and ((log_every and done % log_every == 0) or done == steps):
-            model.eval()
-            with torch.no_grad():
-                log(done, model)
-            model.train()
-    bar.close()
+    with tqdm(total=steps, desc=progress, unit="step", disable=progress is None) as bar:
+        for _ in range(steps):
+            offsets = torch.randint(0, len(train_ids) - cfg.n_ctx - 1, (batch,), generator=gen)
+            x, y = _windows(train_ids, offsets, cfg.n_ctx)
+            loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.update()
+            done = len(losses)
+            if log is not None and ((log_every and done % log_every == 0) or done == steps):
+                model.eval()
+                with torch.no_grad():
+                    log(done, model)
+                model.train()
     model.eval()
     return model, losses
 

@@ -46,7 +46,6 @@ __all__ = [
     "dom_ratio_profile",
     "effective_rank_profile",
     "massive_activation_profile",
-    "per_layer",
     "qk_lock_in_profile",
     "sink_profile",
     "tidy",

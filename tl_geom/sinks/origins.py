@@ -19,8 +19,9 @@ from torch import Tensor
 
 from tl_geom.errors import TlGeomError
 from tl_geom.lens.hooks import as_tokens, model_dims
+from tl_geom.lens.per_layer import Layers, per_layer
 from tl_geom.sinks import sink_math as sm
-from tl_geom.sinks.measures import Layers, per_layer, tidy
+from tl_geom.sinks.measures import tidy
 
 __all__ = [
     "GainAlignment",
