@@ -128,7 +128,8 @@ def check_values(alpha: Tensor, values: Tensor) -> None:
     check_finite("values", values)
     # g = 2<s_N, y_k> - ||y_k||^2 must not overflow float64: |v|^2 d well below its max.
     limit = math.sqrt(torch.finfo(torch.float64).max / (4 * values.shape[-1]))
-    big = float(values.abs().amax()) if values.numel() else 0.0
+    # max |v| from the extremes: no |v| temporary (a fresh one faults its pages in)
+    big = float(torch.stack(torch.aminmax(values)).abs().amax()) if values.numel() else 0.0
     if big > limit:
         raise TlGeomError(
             f"values reach {big:.3g}; the squared distances overflow float64 beyond "

@@ -31,10 +31,11 @@ from torch import Tensor
 
 from tl_geom.geometry.exact import exact_row_counts
 
-__all__ = ["Flagged", "certified_counts", "key_bounds", "recheck", "score_bound"]
+__all__ = ["Flagged", "certified_counts", "gamma_sum", "key_bounds", "recheck", "score_bound"]
 
 
-def _gamma(terms: int, dtype: torch.dtype) -> float:
+def gamma_sum(terms: int, dtype: torch.dtype) -> float:
+    """``gamma_K = K u / (1 - K u)``: the relative error bound of a K-term sum (Higham)."""
     unit = torch.finfo(dtype).eps / 2
     return terms * unit / (1 - terms * unit)
 
@@ -63,7 +64,7 @@ def score_bound(
         w = torch.where(key_mask, w, 0.0)
     big_w = w.amax(-1)
     total = w.sum(-1) * (1 + 1e-12)  # rounding of the float64 sum itself (n L u << 1e-12)
-    gamma = _gamma(d + 8, g_dtype) + _gamma(n_max + 8, s_dtype)
+    gamma = gamma_sum(d + 8, g_dtype) + gamma_sum(n_max + 8, s_dtype)
     tiny = (d + n_max + 16) * torch.finfo(g_dtype).tiny
     return 8 * gamma * (2 * total + big_w) * big_w + tiny
 
@@ -83,7 +84,7 @@ def key_bounds(
     covers the rounding of ``A_J`` and of ``e_k`` itself. :func:`recheck` uses the same
     ``e_k``; :func:`score_bound` is its max over keys with ``A_J <= A``.
     """
-    gamma = _gamma(d + 8, g_dtype) + _gamma(n_max + 8, s_dtype)
+    gamma = gamma_sum(d + 8, g_dtype) + gamma_sum(n_max + 8, s_dtype)
     return 8 * gamma, (d + n_max + 16) * torch.finfo(g_dtype).tiny
 
 
@@ -170,7 +171,7 @@ def recheck(
             g[pick] = ab * (2.0 * s @ vb.T - ab * (vb * vb).sum(-1))
     w = torch.where(rows.present, w, 0.0)
     a_sel = (w * rows.selected).sum(-1, keepdim=True) * (1 + 1e-12)
-    gamma = _gamma(v.shape[-1] + 8, torch.float64) + _gamma(n_max + 8, torch.float64)
+    gamma = gamma_sum(v.shape[-1] + 8, torch.float64) + gamma_sum(n_max + 8, torch.float64)
     tiny = (v.shape[-1] + n_max + 16) * torch.finfo(torch.float64).tiny
     e = 8 * gamma * (2 * a_sel + w) * w + tiny
     sel, rest = rows.selected, rows.present & ~rows.selected

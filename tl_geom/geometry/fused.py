@@ -14,11 +14,13 @@ on disk for later runs), so it is opt-in: ``TL_GEOM_COMPILE=1`` in the environme
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
+
+from tl_geom.geometry.scratch import scratch
 
 __all__ = ["baseline_passes", "compiled", "set_compiled"]
 
@@ -93,16 +95,27 @@ def eager_passes(
     decides, :func:`key_passes` decides the same way: the result is :func:`key_passes`'
     bit for bit (counts and flags; tests/test_certify.py).
     """
-    sel = rank.unsqueeze(-2) < n.view(-1, 1)
-    inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
-    t_min = torch.where(sel, g, inf).amin(-1, keepdim=True)
-    t_max = torch.where(sel, -inf, g).amax(-1, keepdim=True)
+    # Every pass writes into one of two kept buffers (``scratch``): measured at L = 1024
+    # (6 heads, 16 draws, 10 N, one thread) a comparison into a float64 buffer and a
+    # float sum take 0.3 ms, a fresh bool tensor and its integer sum 1.4 ms, and
+    # ``where(sel, g, inf)`` 2.5 ms. ``pen`` is -inf on J and +inf off it, so
+    # max(g, pen) is g on J and min(g, pen) is g off J, without a select.
+    pen = scratch("pen", tuple(g.shape), g.dtype, g.device)
+    torch.lt(rank.unsqueeze(-2), n.to(rank.dtype).view(-1, 1), out=pen)  # 1 on J, else 0
+    pen = torch.sub(torch.tensor(0.5, dtype=g.dtype), pen, out=pen).mul_(float("inf"))
+    tmp = scratch("tmp", tuple(g.shape), g.dtype, g.device)
+    t_min = torch.maximum(g, pen, out=tmp).amin(-1, keepdim=True)
+    t_max = torch.minimum(g, pen, out=tmp).amax(-1, keepdim=True)
     big_w = w.amax(-1, keepdim=True)
     e2 = (2 * ((2 * a_sel + big_w) * big_w * scale + tiny)).to(g.dtype)
-    wide = (g >= t_min - e2).sum(-1)
-    narrow = (g > t_min + e2).sum(-1)
-    true_pos = (g > t_max + e2).sum(-1)
-    flagged = (wide - narrow != 1) | ((g >= t_max - e2).sum(-1) - true_pos != 1)
+
+    def count(op: Callable[..., Tensor], threshold: Tensor) -> Tensor:
+        return op(g, threshold, out=tmp).sum(-1).long()  # a float sum of 0/1: exact
+
+    wide = count(torch.ge, t_min - e2)
+    narrow = count(torch.gt, t_min + e2)
+    true_pos = count(torch.gt, t_max + e2)
+    flagged = (wide - narrow != 1) | (count(torch.ge, t_max - e2) - true_pos != 1)
     false_pos = wide - n
     if bool(flagged.any()):
         b, t, j = torch.nonzero(flagged).unbind(-1)  # the undecided entries, one per row

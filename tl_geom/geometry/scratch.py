@@ -1,0 +1,45 @@
+"""Scratch buffers kept between calls on the CPU (memory, not results).
+
+The baseline's passes write ``[rows, draws, N, L]`` temporaries of a few MiB each.
+Freshly allocated, each is first touched page by page: glibc hands such blocks back to
+the OS when they are freed (its trim threshold follows the largest recent block), so
+the next call faults the same pages in again. Measured at L = 1024 (one thread, 7.5 MiB
+of float64): a comparison into a fresh tensor 4.4 ms, into a kept buffer 0.12 ms. The
+buffers here live on, one per (slot, dtype) and thread, at the size of the largest
+request (the baseline's chunk bounds it: 8 MiB each). Elsewhere (CUDA) the caching
+allocator already keeps freed blocks, so a plain ``torch.empty`` is returned.
+"""
+
+import threading
+
+import torch
+from torch import Tensor
+
+__all__ = ["release_scratch", "scratch"]
+
+_local = threading.local()
+
+
+def scratch(slot: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised ``shape`` tensor from the kept buffer ``slot``.
+
+    Two calls with the same slot (in one thread) share memory: a caller uses one slot
+    per temporary that must outlive the others. Thread-local, so concurrent analyses in
+    threads do not share buffers.
+    """
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    bufs: dict[tuple[str, torch.dtype], Tensor] = _local.__dict__.setdefault("bufs", {})
+    buf = bufs.get((slot, dtype))
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=dtype)
+        bufs[(slot, dtype)] = buf
+    return buf[:numel].view(shape)
+
+
+def release_scratch() -> None:
+    """Drop this thread's kept buffers (their memory returns at the next trim)."""
+    _local.__dict__.pop("bufs", None)
