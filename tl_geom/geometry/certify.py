@@ -31,7 +31,15 @@ from torch import Tensor
 
 from tl_geom.geometry.exact import exact_row_counts
 
-__all__ = ["Flagged", "certified_counts", "gamma_sum", "key_bounds", "recheck", "score_bound"]
+__all__ = [
+    "Flagged",
+    "certified_counts",
+    "count_true",
+    "gamma_sum",
+    "key_bounds",
+    "recheck",
+    "score_bound",
+]
 
 
 def gamma_sum(terms: int, dtype: torch.dtype) -> float:
@@ -88,6 +96,15 @@ def key_bounds(
     return 8 * gamma, (d + n_max + 16) * torch.finfo(g_dtype).tiny
 
 
+def count_true(mask: Tensor) -> Tensor:
+    """``#True`` along the last dim, as int64.
+
+    Summed as int32: a bool ``sum`` first copies the mask to int64 (measured 0.61 against
+    0.10 ms for ``[6, 16, 10, 1024]``).
+    """
+    return mask.sum(-1, dtype=torch.int32).long()
+
+
 def certified_counts(
     g: Tensor,
     bound: Tensor,
@@ -110,19 +127,19 @@ def certified_counts(
     lo_min, hi_min = (t_min - e2).unsqueeze(-1), (t_min + e2).unsqueeze(-1)
     lo_max, hi_max = (t_max - e2).unsqueeze(-1), (t_max + e2).unsqueeze(-1)
     if selected is None:
-        wide = torch.ge(g, lo_min).sum(-1)
-        narrow = torch.gt(g, hi_min).sum(-1)
+        wide = count_true(torch.ge(g, lo_min))
+        narrow = count_true(torch.gt(g, hi_min))
         false_pos = wide - n
         flagged = wide - narrow != 1
-        true_pos = torch.gt(g, hi_max).sum(-1)
-        flagged |= torch.ge(g, lo_max).sum(-1) - true_pos != 1
+        true_pos = count_true(torch.gt(g, hi_max))
+        flagged |= count_true(torch.ge(g, lo_max)) - true_pos != 1
         return false_pos, true_pos, flagged
     assert rest is not None
     hit = torch.ge(g, lo_min)
-    false_pos = hit.logical_and_(rest).sum(-1)
-    flagged = torch.gt(g, hi_min, out=hit).logical_and_(rest).sum(-1) != false_pos
-    true_pos = torch.gt(g, hi_max, out=hit).logical_and_(selected).sum(-1)
-    flagged |= torch.ge(g, lo_max, out=hit).logical_and_(selected).sum(-1) != true_pos
+    false_pos = count_true(hit.logical_and_(rest))
+    flagged = count_true(torch.gt(g, hi_min, out=hit).logical_and_(rest)) != false_pos
+    true_pos = count_true(torch.gt(g, hi_max, out=hit).logical_and_(selected))
+    flagged |= count_true(torch.ge(g, lo_max, out=hit).logical_and_(selected)) != true_pos
     return false_pos, true_pos, flagged
 
 
@@ -181,10 +198,10 @@ def recheck(
     t_min_hi = torch.where(sel, hi, inf).amin(-1, keepdim=True)
     t_max_lo = torch.where(rest, lo, -inf).amax(-1, keepdim=True)
     t_max_hi = torch.where(rest, hi, -inf).amax(-1, keepdim=True)
-    false_pos = (rest & (lo >= t_min_hi)).sum(-1)
-    true_pos = (sel & (lo > t_max_hi)).sum(-1)
-    still = (rest & (hi >= t_min_lo)).sum(-1) != false_pos
-    still |= (sel & (hi > t_max_lo)).sum(-1) != true_pos
+    false_pos = count_true(rest & (lo >= t_min_hi))
+    true_pos = count_true(sel & (lo > t_max_hi))
+    still = count_true(rest & (hi >= t_min_lo)) != false_pos
+    still |= count_true(sel & (hi > t_max_lo)) != true_pos
     far = torch.where(sel, g, inf).argmin(-1)
     near = torch.where(rest, g, -inf).argmax(-1)
     for f in torch.nonzero(still).flatten().tolist():

@@ -6,8 +6,10 @@ the OS when they are freed (its trim threshold follows the largest recent block)
 the next call faults the same pages in again. Measured at L = 1024 (one thread, 7.5 MiB
 of float64): a comparison into a fresh tensor 4.4 ms, into a kept buffer 0.12 ms. The
 buffers here live on, one per (slot, dtype) and thread, at the size of the largest
-request (the baseline's chunk bounds it: 8 MiB each). Elsewhere (CUDA) the caching
-allocator already keeps freed blocks, so a plain ``torch.empty`` is returned.
+request: 8 MiB for each of the baseline's four score-sized slots (its chunk bounds
+them), and ``[heads, L, d + 1]`` float64 for the value-sized ones (38 MiB at L = 8192).
+Elsewhere (CUDA) the caching allocator already keeps freed blocks, so a plain
+``torch.empty`` is returned.
 """
 
 import threading

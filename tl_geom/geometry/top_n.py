@@ -36,8 +36,15 @@ from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
 from tl_geom._shapes import unpack_n
-from tl_geom.geometry.certify import Flagged, certified_counts, recheck, score_bound
+from tl_geom.geometry.certify import (
+    Flagged,
+    certified_counts,
+    count_true,
+    recheck,
+    score_bound,
+)
 from tl_geom.geometry.frames import mean_table_html, tidy_frame
+from tl_geom.geometry.scratch import scratch
 
 __all__ = [
     "Separability",
@@ -184,20 +191,23 @@ def separation(
     are certified and the last returned tensor flags the rows to recount exactly;
     without, it is all False and the counts are what the float scores say.
 
-    The ``[..., nn, key]`` temporaries are two buffers reused in place (one float, one
-    boolean): on a CPU, fresh tensors of that size cost page faults on every call.
+    The ``[..., nn, key]`` temporaries are two buffers reused in place (one float, kept
+    between calls in ``scratch``, one boolean): on a CPU, fresh tensors of that size
+    cost page faults on every call.
     """
     rest = ~selected
     if key_mask is not None:
         rest &= key_mask.unsqueeze(-2)
     inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
-    buf = torch.where(selected, g, inf)
+    buf = torch.where(
+        selected, g, inf, out=scratch("separation", tuple(g.shape), g.dtype, g.device)
+    )
     g_min_sel, far = buf.min(-1)
     g_max_rest, near = torch.where(rest, g, -inf, out=buf).max(-1)
     if bound is None:
         hit = torch.ge(g, g_min_sel.unsqueeze(-1))
-        false_pos = hit.logical_and_(rest).sum(-1)
-        true_pos = torch.gt(g, g_max_rest.unsqueeze(-1), out=hit).logical_and_(selected).sum(-1)
+        false_pos = count_true(hit.logical_and_(rest))
+        true_pos = count_true(torch.gt(g, g_max_rest.unsqueeze(-1), out=hit).logical_and_(selected))
         flagged = torch.zeros_like(false_pos, dtype=torch.bool)
     else:
         false_pos, true_pos, flagged = certified_counts(
@@ -246,12 +256,21 @@ def selection_metrics(
         ``(precision, recall, f1, r_max, r_min)`` each ``[b, c, m]``, and s ``[b, c, m, d]``.
     """
     a_m = a.unsqueeze(-2)
-    s = torch.einsum("bcmk,bkd->bcmd", selected * a_m, v)
+    shape = tuple(selected.shape)  # [b, c, m, key]; the two temporaries of that size
+    masked = torch.mul(selected, a_m, out=scratch("masked_a", shape, a.dtype, a.device))
+    s = torch.einsum("bcmk,bkd->bcmd", masked, v)
     # g = a * (2 <s, v> - a ||v||^2), in place on the matmul's output: <2s, v> is 2<s, v>
     # bit for bit (scaling by 2 is exact), so this rounds exactly as the formula reads.
-    g = torch.einsum("bcmd,bkd->bcmk", 2.0 * s, v)
-    g.sub_(a_m * (v * v).sum(-1)[:, None, None, :]).mul_(a_m)
-    w = a * v.square().sum(-1).sqrt().unsqueeze(1)
+    g = scratch("g_selection", shape, a.dtype, a.device)
+    torch.bmm(
+        einops.rearrange(2.0 * s, "b c m d -> b (c m) d"),
+        einops.rearrange(v, "b key d -> b d key"),
+        out=einops.rearrange(g, "b c m key -> b (c m) key"),
+    )
+    # ||v_k||^2 once, through a kept buffer (fresh [b, key, d] temporaries fault in)
+    v_sq = torch.mul(v, v, out=scratch("v_sq", tuple(v.shape), v.dtype, v.device)).sum(-1)
+    g.sub_(a_m * v_sq[:, None, None, :]).mul_(a_m)
+    w = a * v_sq.sqrt().unsqueeze(1)
     bound = score_bound(
         w, v.shape[-1], int(n.max()), g_dtype=g.dtype, s_dtype=g.dtype, key_mask=key_mask
     ).unsqueeze(-1)

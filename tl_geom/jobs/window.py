@@ -26,6 +26,7 @@ from tl_geom.geometry.diagnostics import (
     sink_mass,
     sink_similarity,
 )
+from tl_geom.geometry.scratch import release_scratch
 from tl_geom.geometry.taxonomy import head_curves
 from tl_geom.geometry.top_n import separability
 from tl_geom.lens.hooks import expand_kv, model_device
@@ -267,6 +268,7 @@ def release_freed_memory() -> None:
     from 0.5 to 2.0 GiB over 30 layers though little was live. ``malloc_trim(0)``
     releases them (Linux with glibc only; elsewhere a no-op). Memory, not results.
     """
+    release_scratch()  # the metrics' kept buffers: reused within a window, not across
     if not sys.platform.startswith("linux"):
         return
     try:
