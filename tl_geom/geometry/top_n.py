@@ -37,6 +37,7 @@ from torch import Tensor
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
 from tl_geom._shapes import unpack_n
 from tl_geom.geometry.certify import (
+    MASKED_SLOT,
     Flagged,
     certified_counts,
     count_true,
@@ -191,9 +192,8 @@ def separation(
     are certified and the last returned tensor flags the rows to recount exactly;
     without, it is all False and the counts are what the float scores say.
 
-    The ``[..., nn, key]`` temporaries are two buffers reused in place (one float, kept
-    between calls in ``scratch``, one boolean): on a CPU, fresh tensors of that size
-    cost page faults on every call.
+    The ``[..., nn, key]`` float temporaries are buffers kept between calls
+    (``scratch``): on a CPU, fresh tensors of that size cost page faults on every call.
     """
     rest = ~selected
     if key_mask is not None:
@@ -203,7 +203,9 @@ def separation(
         selected, g, inf, out=scratch("separation", tuple(g.shape), g.dtype, g.device)
     )
     g_min_sel, far = buf.min(-1)
-    g_max_rest, near = torch.where(rest, g, -inf, out=buf).max(-1)
+    # g on the rest, -inf elsewhere: kept where certified_counts looks for it
+    g_rest = torch.where(rest, g, -inf, out=scratch(MASKED_SLOT, tuple(g.shape), g.dtype, g.device))
+    g_max_rest, near = g_rest.max(-1)
     if bound is None:
         hit = torch.ge(g, g_min_sel.unsqueeze(-1))
         false_pos = count_true(hit.logical_and_(rest))
@@ -211,7 +213,7 @@ def separation(
         flagged = torch.zeros_like(false_pos, dtype=torch.bool)
     else:
         false_pos, true_pos, flagged = certified_counts(
-            g, bound, selected, n, g_min_sel, g_max_rest, rest
+            g, bound, selected, n, g_min_sel, g_max_rest, rest, g_rest
         )
     return false_pos, true_pos, g_min_sel, g_max_rest, far, near, flagged
 
