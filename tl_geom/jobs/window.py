@@ -26,7 +26,7 @@ from tl_geom.geometry.diagnostics import (
     sink_mass,
     sink_similarity,
 )
-from tl_geom.geometry.scratch import release_scratch
+from tl_geom.geometry.scratch import release_scratch, scratch
 from tl_geom.geometry.taxonomy import head_curves
 from tl_geom.geometry.top_n import separability
 from tl_geom.lens.hooks import expand_kv, model_device
@@ -121,7 +121,8 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     groups = n_heads // v_kv.shape[2]
     # float64 and contiguous once: every metric below reads these values.
     values = einops.rearrange(expand_kv(v_kv, n_heads), "b k h d -> b h k d")[0]
-    values = values.to(torch.float64, memory_format=torch.contiguous_format)
+    kept = scratch("layer_values", tuple(values.shape), torch.float64, values.device)
+    values = kept.copy_(values)  # a kept buffer: a fresh one faults its pages in per layer
     out: dict[str, Tensor] = {}
     s_n = None
     if spec.queries == "last":
@@ -149,8 +150,9 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     out.update(zip(RANDOM_KEYS, baseline, strict=True))
     # Value diagnostics are per KV head (shared by its query heads): compute once each.
     kv_values = einops.rearrange(v_kv[0], "k h d -> h k d")
-    norms = norm_stability(kv_values)
-    decay = cosine_decay(kv_values)
+    kv64 = kv_values.double()  # once: each diagnostic below works in float64
+    norms = norm_stability(kv64)
+    decay = cosine_decay(kv64)
     per_kv = {
         "norm_cv_tokens": norms.cv,
         "norm_cv_holds": norms.stable.double(),
@@ -160,7 +162,7 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
         "beta_r2": decay.r2,
         "c_inf": decay.c_inf,
         "decay_holds": decay.holds.double(),
-        "rho0": sink_similarity(kv_values),
+        "rho0": sink_similarity(kv64),
     }
     for key, val in per_kv.items():
         out[key] = val.double().repeat_interleave(groups)
