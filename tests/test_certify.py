@@ -344,3 +344,36 @@ def test_two_stage_passes_equal_the_per_key_passes(seed: int, scale: float) -> N
     got = fused.eager_passes(g, rank, n, w, a_sel, scale, 1e-300)
     for x, y in zip(got, want, strict=True):
         assert torch.equal(x, y)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([0.0, 1e-12, 1e-3]))
+def test_masked_certified_counts_equal_the_boolean_counts(seed: int, bound: float) -> None:
+    """The masked counts (float sums over -inf-filled scores) equal plain boolean counts
+    over the sets, with ties, absent keys, and a row whose rest is empty (every present
+    key selected): that row is not flagged for an empty rest."""
+    from tl_geom.geometry.certify import certified_counts
+
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(3, 4, 24, generator=gen, dtype=torch.float64).round(decimals=1)  # ties
+    present = torch.rand(3, 1, 24, generator=gen) < 0.8
+    present[..., :6] = True
+    selected = (torch.rand(3, 4, 24, generator=gen) < 0.3) & present
+    selected[..., 0] = True
+    selected[0, 0] = present[0, 0]  # the rest of this row is empty
+    rest = present & ~selected
+    inf = torch.tensor(float("inf"), dtype=g.dtype)
+    t_min = torch.where(selected, g, inf).amin(-1)
+    t_max = torch.where(rest, g, -inf).amax(-1)
+    e = torch.full_like(t_min, bound)
+    fp, tp, flagged = certified_counts(g, e, selected, torch.tensor([1]), t_min, t_max, rest)
+    lo_min, hi_min = (t_min - 2 * e).unsqueeze(-1), (t_min + 2 * e).unsqueeze(-1)
+    lo_max, hi_max = (t_max - 2 * e).unsqueeze(-1), (t_max + 2 * e).unsqueeze(-1)
+    want_fp = ((g >= lo_min) & rest).sum(-1)
+    want_tp = ((g > hi_max) & selected).sum(-1)
+    want_flag = (((g > hi_min) & rest).sum(-1) != want_fp) | (
+        ((g >= lo_max) & selected).sum(-1) != want_tp
+    )
+    assert torch.equal(fp, want_fp) and torch.equal(tp, want_tp)
+    assert torch.equal(flagged, want_flag)
+    assert not bool(flagged[0, 0]) and int(fp[0, 0]) == 0
