@@ -129,7 +129,9 @@ def certified_counts(
     key is present) the mask-free identities of the baseline are used, with the
     stronger test that only the threshold key itself lies in each window.
     ``flagged`` rows hold a key within ``2E`` of a threshold: recount them exactly.
-    ``g_rest``: ``g`` on ``rest`` and -inf elsewhere, where the caller has it already.
+    ``g_rest``: the :data:`MASKED_SLOT` scratch buffer when the caller has already
+    filled it with ``g`` on ``rest`` and -inf elsewhere (skips one pass); any other
+    tensor is ignored and the buffer is filled here.
     """
     e2 = (2 * bound).to(g.dtype)
     lo_min, hi_min = (t_min - e2).unsqueeze(-1), (t_min + e2).unsqueeze(-1)
