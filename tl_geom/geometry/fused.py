@@ -1,11 +1,12 @@
 """The baseline's counting passes, fused into one compiled kernel where enabled.
 
-``random_counts`` spends most of its time not in its two matmuls but in about a dozen
-elementwise passes over the ``[rows, draws, N, L]`` scores (the selection mask, two
-masked reductions, four certified counts). ``torch.compile`` fuses them into loops that
-read each row of scores once or twice while it is in cache: measured at L = 1024 (9
-heads, 16 draws, 10 N, one thread) 30 ms eager against 1.5 ms compiled per layer, with
-identical results (same comparisons, integer counts).
+Besides its two matmuls, ``random_counts`` makes about a dozen elementwise passes over
+the ``[rows, draws, N, L]`` scores (the selection mask, two masked reductions, four
+certified counts). ``torch.compile`` fuses them into loops that read each row of scores
+once or twice while it is in cache: measured at L = 1024 (9 heads, 16 draws, 10 N, one
+thread) 30 ms eager against 1.5 ms compiled per layer, with identical results (same
+comparisons, integer counts). Since the eager passes write into kept buffers
+(``scratch``) they take about 11 ms per layer (``benchmarks/profile_window.py``).
 
 Compiling costs about 30 s the first time in a process tree (inductor caches the kernel
 on disk for later runs), so it is opt-in: ``TL_GEOM_COMPILE=1`` in the environment or
