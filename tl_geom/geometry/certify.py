@@ -101,6 +101,11 @@ def key_bounds(
 MASKED_SLOT = "certified_masked"
 """The scratch slot of ``g`` masked to one set (:func:`certified_counts`)."""
 
+WORK_SLOT = "selection_work"
+"""A scratch slot for one short-lived ``[..., N, L]`` temporary at a time: the weighted
+selection before its matmul, the threshold search, the counts' comparisons. Sharing it
+keeps an all-query chunk's kept memory at three such buffers, not five."""
+
 
 def count_true(mask: Tensor) -> Tensor:
     """``#True`` along the last dim, as int64.
@@ -151,7 +156,7 @@ def certified_counts(
     # of a row with N >= visible is): -inf off the set then never counts.
     shape = tuple(g.shape)
     masked = scratch(MASKED_SLOT, shape, g.dtype, g.device)
-    hits = scratch("certified_hits", shape, g.dtype, g.device)
+    hits = scratch(WORK_SLOT, shape, g.dtype, g.device)
     lowest = torch.finfo(g.dtype).min
     minus_inf = torch.tensor(-torch.inf, dtype=g.dtype, device=g.device)
 

@@ -8,7 +8,8 @@ of float64): a comparison into a fresh tensor 4.4 ms, into a kept buffer 0.12 ms
 buffers here live on, one per (slot, dtype) and thread, at the size of the largest
 request: 8 MiB for each of the baseline's four score-sized slots (its chunk bounds
 them), ``[heads, L, d + 1]`` float64 for the value-sized ones (38 MiB at L = 8192), and
-``[heads, rows, N, L]`` for an all-query chunk's (47 MiB at L = 1024, 64 rows).
+``[heads, rows, N, L]`` for an all-query chunk's three (47 MiB each at L = 1024, 64
+rows).
 ``run_window`` drops them at the end of each window (:func:`release_scratch`).
 Elsewhere (CUDA) the caching allocator already keeps freed blocks, so a plain
 ``torch.empty`` is returned.

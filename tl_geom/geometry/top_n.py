@@ -38,6 +38,7 @@ from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
 from tl_geom._shapes import unpack_n
 from tl_geom.geometry.certify import (
     MASKED_SLOT,
+    WORK_SLOT,
     Flagged,
     certified_counts,
     count_true,
@@ -199,9 +200,7 @@ def separation(
     if key_mask is not None:
         rest &= key_mask.unsqueeze(-2)
     inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
-    buf = torch.where(
-        selected, g, inf, out=scratch("separation", tuple(g.shape), g.dtype, g.device)
-    )
+    buf = torch.where(selected, g, inf, out=scratch(WORK_SLOT, tuple(g.shape), g.dtype, g.device))
     g_min_sel, far = buf.min(-1)
     # g on the rest, -inf elsewhere: kept where certified_counts looks for it
     g_rest = torch.where(rest, g, -inf, out=scratch(MASKED_SLOT, tuple(g.shape), g.dtype, g.device))
@@ -259,7 +258,7 @@ def selection_metrics(
     """
     a_m = a.unsqueeze(-2)
     shape = tuple(selected.shape)  # [b, c, m, key]; the two temporaries of that size
-    masked = torch.mul(selected, a_m, out=scratch("masked_a", shape, a.dtype, a.device))
+    masked = torch.mul(selected, a_m, out=scratch(WORK_SLOT, shape, a.dtype, a.device))
     s = torch.einsum("bcmk,bkd->bcmd", masked, v)
     # g = a * (2 <s, v> - a ||v||^2), in place on the matmul's output: <2s, v> is 2<s, v>
     # bit for bit (scaling by 2 is exact), so this rounds exactly as the formula reads.
