@@ -269,7 +269,7 @@ def selection_metrics(
         out=einops.rearrange(g, "b c m key -> b (c m) key"),
     )
     # ||v_k||^2 once, through a kept buffer (fresh [b, key, d] temporaries fault in)
-    v_sq = torch.mul(v, v, out=scratch("v_sq", tuple(v.shape), v.dtype, v.device)).sum(-1)
+    v_sq = torch.mul(v, v, out=scratch(WORK_SLOT, tuple(v.shape), v.dtype, v.device)).sum(-1)
     g.sub_(a_m * v_sq[:, None, None, :]).mul_(a_m)
     w = a * v_sq.sqrt().unsqueeze(1)
     bound = score_bound(
