@@ -298,7 +298,7 @@ def random_counts(
             )
             g = einops.rearrange(g, "b (t nn) key -> b t nn key", nn=nn)
             fp_c, tp_c, flagged = baseline_passes(
-                g, rank_f[rs, ts], n, w_key[rs], a_sel, scale, tiny
+                g, rank_f[rs, ts], n, w_key[rs], a_sel, scale, tiny, sel
             )
             if bool(flagged.any()):
                 a64, v64 = exact_inputs or (a, v)

@@ -76,8 +76,11 @@ def _pack_values(values: Tensor) -> tuple[Tensor, _Packed]:
             f"{tuple(values.shape)} dtype {values.dtype}"
         )
     check_finite("values", values)
-    v, packed = einops.pack([values.double()], "* key d")
-    return v, packed
+    v = values.double()
+    if v.numel() == 0:  # let einops name the shapes it cannot pack
+        return einops.pack([v], "* key d")
+    # A view where possible: einops.pack of one tensor copies it (torch.cat).
+    return v.reshape(-1, *v.shape[-2:]), [tuple(v.shape[:-2])]
 
 
 def _check_sink(sink: int, length: int, need: int = 2) -> None:

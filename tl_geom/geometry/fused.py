@@ -83,7 +83,14 @@ def key_passes(
 
 
 def eager_passes(
-    g: Tensor, rank: Tensor, n: Tensor, w: Tensor, a_sel: Tensor, scale: float, tiny: float
+    g: Tensor,
+    rank: Tensor,
+    n: Tensor,
+    w: Tensor,
+    a_sel: Tensor,
+    scale: float,
+    tiny: float,
+    sel: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`key_passes`' counts and flags in two stages, cheaper without a compiler.
 
@@ -94,7 +101,8 @@ def eager_passes(
     :func:`key_passes` on the entries stage 1 left undecided only (about 18% of them on
     SmolLM2 at L = 1024). Its intervals lie inside stage 1's, so whatever stage 1
     decides, :func:`key_passes` decides the same way: the result is :func:`key_passes`'
-    bit for bit (counts and flags; tests/test_certify.py).
+    bit for bit (counts and flags; tests/test_certify.py). ``sel``: the selection as 0/1
+    floats where the caller has formed it already (else formed here from the ranks).
     """
     # Every pass writes into one of two kept buffers (``scratch``): measured at L = 1024
     # (6 heads, 16 draws, 10 N, one thread) a comparison into a float64 buffer and a
@@ -102,8 +110,9 @@ def eager_passes(
     # ``where(sel, g, inf)`` 2.5 ms. ``pen`` is -inf on J and +inf off it, so
     # max(g, pen) is g on J and min(g, pen) is g off J, without a select.
     pen = scratch("pen", tuple(g.shape), g.dtype, g.device)
-    torch.lt(rank.unsqueeze(-2), n.to(rank.dtype).view(-1, 1), out=pen)  # 1 on J, else 0
-    pen = torch.sub(torch.tensor(0.5, dtype=g.dtype), pen, out=pen).mul_(float("inf"))
+    if sel is None:  # 1 on J, else 0
+        sel = torch.lt(rank.unsqueeze(-2), n.to(rank.dtype).view(-1, 1), out=pen)
+    pen = torch.sub(torch.tensor(0.5, dtype=g.dtype), sel, out=pen).mul_(float("inf"))
     tmp = scratch("tmp", tuple(g.shape), g.dtype, g.device)
     t_min = torch.maximum(g, pen, out=tmp).amin(-1, keepdim=True)
     t_max = torch.minimum(g, pen, out=tmp).amax(-1, keepdim=True)
@@ -138,11 +147,22 @@ def eager_passes(
 
 
 def baseline_passes(
-    g: Tensor, rank: Tensor, n: Tensor, w: Tensor, a_sel: Tensor, scale: float, tiny: float
+    g: Tensor,
+    rank: Tensor,
+    n: Tensor,
+    w: Tensor,
+    a_sel: Tensor,
+    scale: float,
+    tiny: float,
+    sel: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`eager_passes`, compiled when enabled (see the module docstring)."""
+    """:func:`eager_passes`, compiled when enabled (see the module docstring).
+
+    ``sel``: the selection ``rank < N`` as 0/1 in ``g``'s dtype, ``[b, t, nn, L]``, where
+    the caller has it (the eager passes then skip forming it; the kernel ignores it).
+    """
     if not _state["on"]:
-        return eager_passes(g, rank, n, w, a_sel, scale, tiny)
+        return eager_passes(g, rank, n, w, a_sel, scale, tiny, sel)
     fn = _state["fn"]
     if fn is None:  # one fused loop: the per-key test costs nothing extra compiled
         fn = torch.compile(key_passes, dynamic=True)
@@ -152,4 +172,4 @@ def baseline_passes(
     except Exception as err:
         warnings.warn(f"compiled baseline kernel unavailable ({err!r}); eager passes", stacklevel=2)
         _state["on"] = False
-        return eager_passes(g, rank, n, w, a_sel, scale, tiny)
+        return eager_passes(g, rank, n, w, a_sel, scale, tiny, sel)
