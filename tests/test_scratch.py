@@ -1,6 +1,7 @@
 """Kept scratch buffers: reuse within a slot, separation across slots and threads."""
 
 import threading
+from typing import Any
 
 import torch
 
@@ -56,3 +57,17 @@ def test_counts_do_not_depend_on_what_the_buffers_held() -> None:
     )
     for x, y in zip(random_counts(a, v, rank, n), first, strict=True):
         assert torch.equal(x, y)
+
+
+def test_requests_over_the_cap_are_not_kept(monkeypatch: Any) -> None:
+    from tl_geom.geometry import scratch as module
+
+    cpu = torch.device("cpu")
+    release_scratch()
+    monkeypatch.setattr(module, "KEPT_BYTES", 1000)
+    small = scratch("s", (50,), torch.float64, cpu)  # 400 bytes: kept
+    assert scratch("s", (50,), torch.float64, cpu).data_ptr() == small.data_ptr()
+    big = scratch("b", (100,), torch.float64, cpu)  # 400 + 800 > 1000: fresh, not kept
+    assert big.shape == (100,)
+    assert scratch("b", (100,), torch.float64, cpu).data_ptr() != big.data_ptr()
+    release_scratch()

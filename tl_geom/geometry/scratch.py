@@ -20,7 +20,13 @@ import threading
 import torch
 from torch import Tensor
 
-__all__ = ["release_scratch", "scratch"]
+__all__ = ["KEPT_BYTES", "release_scratch", "scratch"]
+
+KEPT_BYTES = 512 * 2**20
+"""At most this many bytes kept per thread: a request that would exceed it gets a fresh
+tensor (and pays its page faults), so a notebook that calls the math on long inputs
+does not hold gigabytes afterwards. 512 MiB holds every slot of a final-query window at
+L = 8192 and of an all-query chunk at L = 1024 (three of 47 MiB)."""
 
 _local = threading.local()
 
@@ -30,7 +36,8 @@ def scratch(slot: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch
 
     Two calls with the same slot (in one thread) share memory: a caller uses one slot
     per temporary that must outlive the others. Thread-local, so concurrent analyses in
-    threads do not share buffers.
+    threads do not share buffers. Kept until :func:`release_scratch` (``run_window``
+    calls it after each window), within :data:`KEPT_BYTES` per thread.
     """
     if device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
@@ -40,7 +47,10 @@ def scratch(slot: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch
     bufs: dict[tuple[str, torch.dtype], Tensor] = _local.__dict__.setdefault("bufs", {})
     buf = bufs.get((slot, dtype))
     if buf is None or buf.numel() < numel:
+        others = sum(b.nbytes for key, b in bufs.items() if key != (slot, dtype))
         buf = torch.empty(numel, dtype=dtype)
+        if others + buf.nbytes > KEPT_BYTES:
+            return buf.view(shape)  # not kept: over the cap
         bufs[(slot, dtype)] = buf
     return buf[:numel].view(shape)
 
