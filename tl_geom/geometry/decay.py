@@ -73,16 +73,19 @@ def _lag_sums(u: Float[Tensor, "b key d"], lag_max: int) -> Float[Tensor, "b lag
 
 
 def decay_sse(
-    m: Float[Tensor, "b lag"], w: Float[Tensor, "b lag"], beta: Float[Tensor, "b g"]
+    m: Float[Tensor, "b lag"], w: Float[Tensor, "b lag"], beta: Float[Tensor, "*b g"]
 ) -> tuple[Tensor, Tensor]:
     """Best plateau and weighted SSE of the decay model at each candidate ``beta``.
 
     With ``e_k = exp(-beta k)`` (``k = 1, 2, ...``) the model ``m_k = c + (1 - c) e_k``
     is linear in ``c``: ``m_k - e_k = c (1 - e_k)``, so
     ``c = sum w (1 - e)(m - e) / sum w (1 - e)^2`` (clamped to ``[-1, 1]``) and
-    ``SSE = sum w (m - e - c (1 - e))^2``. Returns ``(c, sse)``, both ``[b, g]``.
+    ``SSE = sum w (m - e - c (1 - e))^2``. ``beta`` is ``[b, g]`` (candidates per row)
+    or ``[g]`` (shared by every row: the exponentials are then formed once, not per
+    row). Returns ``(c, sse)``, both ``[b, g]``.
     """
-    e = _decays(beta, m.shape[-1])  # [b, g, lag]
+    k = torch.arange(1, m.shape[-1] + 1, dtype=torch.float64, device=m.device)
+    e = torch.exp(-beta.unsqueeze(-1) * k)  # [b, g, lag] or [g, lag]
     x = 1 - e
     y = m.unsqueeze(1) - e
     wb = w.unsqueeze(1)
@@ -91,33 +94,13 @@ def decay_sse(
     return c, (wb * (y - c.unsqueeze(-1) * x) ** 2).sum(-1)
 
 
-_GRID_DECAYS: dict[tuple[int, str], Tensor] = {}
-
-
-def _decays(beta: Tensor, lags: int) -> Tensor:
-    """``exp(-beta k)`` for ``k = 1..lags``, ``[b, g, lag]``.
-
-    The grid's rows (every row's ``beta`` is :data:`BETA_GRID`) are the same for every
-    call with the same number of lags: computed once and broadcast, bit for bit what
-    the per-row exponentials give (the same operations on the same numbers).
-    """
-    k = torch.arange(1, lags + 1, dtype=torch.float64, device=beta.device)
-    grid = BETA_GRID.to(beta.device)
-    if beta.shape[-1] != grid.numel() or not bool((beta == grid).all()):
-        return torch.exp(-beta.unsqueeze(-1) * k)
-    key = (lags, str(beta.device))
-    if key not in _GRID_DECAYS:
-        _GRID_DECAYS[key] = torch.exp(-grid.unsqueeze(-1) * k)
-    return _GRID_DECAYS[key].expand(beta.shape[0], -1, -1)
-
-
 def _fit(m: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Grid search over :data:`BETA_GRID`, then one parabolic step in ``log beta``.
 
     Returns ``beta, c_inf, sse`` ``[b]`` and whether the grid minimum was interior.
     """
     grid = BETA_GRID.to(m.device)
-    c, sse = decay_sse(m, w, grid.expand(m.shape[0], -1))
+    c, sse = decay_sse(m, w, grid)
     i = sse.argmin(-1)
     inner = (i > 0) & (i < grid.numel() - 1)
     j = i.clamp(1, grid.numel() - 2)

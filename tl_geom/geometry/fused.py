@@ -15,12 +15,13 @@ on disk for later runs), so it is opt-in: ``TL_GEOM_COMPILE=1`` in the environme
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
+from tl_geom.geometry.certify import count_where
 from tl_geom.geometry.scratch import scratch
 
 __all__ = ["baseline_passes", "compiled", "set_compiled"]
@@ -119,13 +120,10 @@ def eager_passes(
     big_w = w.amax(-1, keepdim=True)
     e2 = (2 * ((2 * a_sel + big_w) * big_w * scale + tiny)).to(g.dtype)
 
-    def count(op: Callable[..., Tensor], threshold: Tensor) -> Tensor:
-        return op(g, threshold, out=tmp).sum(-1).long()  # a float sum of 0/1: exact
-
-    wide = count(torch.ge, t_min - e2)
-    narrow = count(torch.gt, t_min + e2)
-    true_pos = count(torch.gt, t_max + e2)
-    flagged = (wide - narrow != 1) | (count(torch.ge, t_max - e2) - true_pos != 1)
+    wide = count_where(torch.ge, g, t_min - e2, tmp)
+    narrow = count_where(torch.gt, g, t_min + e2, tmp)
+    true_pos = count_where(torch.gt, g, t_max + e2, tmp)
+    flagged = (wide - narrow != 1) | (count_where(torch.ge, g, t_max - e2, tmp) - true_pos != 1)
     false_pos = wide - n
     if bool(flagged.any()):
         b, t, j = torch.nonzero(flagged).unbind(-1)  # the undecided entries, one per row
