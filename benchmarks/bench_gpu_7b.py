@@ -6,8 +6,9 @@ in bfloat16, one window of ``--ctx`` random token ids (default 32768). Side by s
   a. a plain forward with transformers' ``sdpa`` attention (flash/efficient kernels on CUDA);
   b. ``run_window`` through the ``sdpa`` backend with every metric of ``tl-geom analyze``
      (16-draw random baseline) and with ``draws = 0`` (no baseline);
-  c. the float64 ``g``-form cost: ``separability`` + ``random_separability`` of one layer's
-     final row in float64 (the default) and float32, on the same device.
+  c. the ``g``-form cost: ``separability`` + ``random_separability`` of one layer's final
+     row with the baseline's scores in float64 and in certified float32 (the default on
+     an accelerator: ``baseline.default_score_dtype``), on the same device.
 
 Peak device memory (``torch.cuda.max_memory_allocated``) per variant. Caching patterns
 instead cannot fit: the ``[32 layers, 32 heads, L, L]`` patterns are 32 GiB in bfloat16 at
@@ -91,7 +92,8 @@ def timed(fn: Callable[[], object], device: str, repeat: int) -> tuple[float, fl
 
 
 def g_form_cost(fused: FusedModel, tokens: torch.Tensor, device: str, ctx: int) -> dict[str, Any]:
-    """Seconds of top-N + 16-draw baseline on one layer's final row, float64 vs float32."""
+    """Seconds of top-N + 16-draw baseline on one layer's final row, the baseline's scores
+    in float64 vs certified float32 (``s`` and the top-N in float64 either way)."""
     got: dict[str, torch.Tensor] = {}
     last = fused.cfg.n_layers - 1
 
@@ -108,8 +110,8 @@ def g_form_cost(fused: FusedModel, tokens: torch.Tensor, device: str, ctx: int) 
     for name, dt in (("float64", torch.float64), ("float32", torch.float32)):
 
         def metrics(dt: torch.dtype = dt) -> None:
-            separability(alpha, values, n, dtype=dt)
-            random_separability(alpha, values, n, draws=16, dtype=dt)
+            separability(alpha, values, n)
+            random_separability(alpha, values, n, draws=16, score_dtype=dt)
 
         out[name] = timed(metrics, device, 2)[0]
     return out
@@ -172,7 +174,8 @@ def main() -> int:
     cost = g_form_cost(fused, tokens, args.device, args.ctx)
     print(
         f"\nmetrics of one layer's final row (top-N + 16-draw baseline, {len(default_n(args.ctx))}"
-        f" N): float64 {cost['float64'] * 1e3:.1f} ms, float32 {cost['float32'] * 1e3:.1f} ms "
+        f" N), the baseline's scores in float64 {cost['float64'] * 1e3:.1f} ms, in certified "
+        f"float32 {cost['float32'] * 1e3:.1f} ms "
         f"({cost['float64'] / cost['float32']:.1f}x)"
     )
     summary = {k: {"s": v[0], "peak_gib": v[1]} for k, v in rows.items()}

@@ -17,7 +17,15 @@ from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_count, check_n, check_values, check_weights
 from tl_geom._shapes import unpack_n
-from tl_geom.geometry.certify import Flagged, gamma_sum, key_bounds, recheck
+from tl_geom.geometry.certify import (
+    Flagged,
+    gamma_sum,
+    ieee_float32,
+    key_bounds,
+    mixed_bounds,
+    mixed_scores_fit,
+    recheck,
+)
 from tl_geom.geometry.fused import baseline_passes
 from tl_geom.geometry.scratch import scratch
 from tl_geom.geometry.top_n import flat_values, scores_from_counts, tidy_frame
@@ -25,6 +33,7 @@ from tl_geom.geometry.top_n import flat_values, scores_from_counts, tidy_frame
 __all__ = [
     "CHUNK_ELEMENTS",
     "RandomSeparability",
+    "default_score_dtype",
     "random_counts",
     "random_ranks",
     "random_separability",
@@ -151,6 +160,22 @@ def random_ranks(
     return rank.reshape(*shape, draws, length)
 
 
+def default_score_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the baseline's scores ``g`` when the caller does not choose [ours].
+
+    float32 on an accelerator, where float64 runs at 1/2 (data-centre cards) to 1/64
+    (consumer cards) of float32's speed; ``dtype`` (float64) on the CPU, where the
+    certified float32 scores took as long as float64 (SmolLM2, L = 1024, 30 layers,
+    interleaved runs: 465-593 against 439-568 ms): the two matmuls there are not all of
+    it, and about 1.5% of the entries need their float64 scores after all. Either way
+    the counts are certified exact (see :func:`random_counts`), so this changes speed,
+    never a result.
+    """
+    if device.type != "cpu" and dtype == torch.float64:
+        return torch.float32
+    return dtype
+
+
 def random_separability(
     alpha: Float[Tensor, "*lead key"],
     values: Float[Tensor, "*lead key d"],
@@ -159,6 +184,7 @@ def random_separability(
     draws: int = 16,
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
+    score_dtype: torch.dtype | None = None,
     atol: float = ROW_SUM_ATOL,
 ) -> RandomSeparability:
     """Precision, recall and F-score of uniformly random N-subsets (the baseline).
@@ -179,7 +205,12 @@ def random_separability(
         n: one N or a list of N values, each ``1 <= N < L``.
         draws: number of random subsets per row and N.
         seed: seed of the subsets (see :func:`random_ranks` for what they depend on).
-        dtype: accumulation dtype (float64 by default).
+        dtype: accumulation dtype (float64 by default) of ``y``, ``s`` and the radii.
+        score_dtype: dtype of the scores ``g`` and their counting passes: float32
+            rounds only the score matmul, within a certified per-key bound (entries
+            it leaves undecided are counted from their float64 scores), so P, R, F are
+            the same as with ``dtype``. Default :func:`default_score_dtype` (float32 on
+            an accelerator, ``dtype`` on the CPU).
         atol: tolerance on ``|sum(alpha) - 1|`` per row.
 
     Returns:
@@ -206,7 +237,7 @@ def random_separability(
     v = flat_values(values, dtype)
     n_t = torch.tensor(ns, device=a.device)
     rank = random_ranks((a.shape[0],), length, draws=draws, seed=seed, device=a.device)
-    per_draw = random_counts(a, v, rank, n_t)
+    per_draw = random_counts(a, v, rank, n_t, score_dtype=score_dtype)
 
     def stat(x: Tensor, std: bool) -> Tensor:
         return unpack_n(x.std(1, correction=0) if std else x.mean(1), packed, scalar)
@@ -234,6 +265,7 @@ def random_counts(
     *,
     chunk: int | None = None,
     exact_inputs: tuple[Tensor, Tensor] | None = None,
+    score_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """P, R, F ``[b, draw, nn]`` of the subsets ``J = {k : rank_k < N}`` of each row.
 
@@ -252,6 +284,14 @@ def random_counts(
     Rows x draws go in chunks of about ``chunk`` scores (default ``CHUNK_ELEMENTS`` on
     the CPU, 64x that elsewhere): a short loop over chunks, each batched over its rows,
     draws and N values.
+
+    ``score_dtype`` float32 with ``a`` in float64 (the default on an accelerator,
+    :func:`default_score_dtype`): ``y``, ``s``, ``A_J`` and ``||y||^2`` stay in float64,
+    only the score matmul and the passes run in float32 (IEEE, :func:`ieee_float32`),
+    each key within ``certify.mixed_bounds``' per-key bound, which uses ``||s||``:
+    1.5% of the entries were left undecided on SmolLM2 at L = 1024 (37% with ``s`` in
+    float32 too). Those are counted from their float64 scores (``recheck``). Where the
+    float32 scores could overflow (:func:`certify.mixed_scores_fit`) they stay in float64.
     """
     rows, length = a.shape
     draws, nn = rank.shape[1], n.shape[0]
@@ -275,7 +315,21 @@ def random_counts(
     torch.neg(sq, out=y_b[..., d])
     y_b = einops.rearrange(y_b, "b key d -> b d key")  # a view
     w_key = w.reshape(rows, 1, 1, length)
-    scale, tiny = key_bounds(d, int(n.max()), g_dtype=a.dtype, s_dtype=a.dtype)
+    if score_dtype is None:
+        score_dtype = default_score_dtype(a.device, a.dtype)
+    a_max = None
+    if score_dtype != a.dtype:
+        a_max = mixed_scores_fit(w, score_dtype)
+    mixed = a_max is not None
+    if mixed:
+        assert score_dtype is not None and a_max is not None
+        y_b_s = y_b.to(score_dtype)  # [y | -||y||^2] rounded once: in the bound
+        scale, tiny, extra = mixed_bounds(d, int(n.max()), score_dtype, a.dtype, a_max)
+    else:
+        scale, tiny = key_bounds(d, int(n.max()), g_dtype=a.dtype, s_dtype=a.dtype)
+        extra = 0.0
+        y_b_s = y_b
+    g_dtype = y_b_s.dtype
     # A_J, a sum of at most max(N) positive terms, rounded up to stay an upper bound.
     grow = 1 + 2 * gamma_sum(int(n.max()) + 8, a.dtype)
     rank_f = rank.to(a.dtype)  # exact: L < 2**24
@@ -291,18 +345,32 @@ def random_counts(
             sel = torch.lt(ranks, n_col, out=scratch("sel", shape, a.dtype, a.device))  # 1 on J
             s = torch.bmm(einops.rearrange(sel, "b t nn key -> b (t nn) key"), y_w[rs])
             a_sel = einops.rearrange(s[..., d] * grow, "b (t nn) -> b t nn 1", nn=nn)
+            if mixed:  # the bound's ||s|| (and A_J for s's own float64 rounding)
+                s_norm = s[..., :d].square().sum(-1).sqrt()
+                s_norm = einops.rearrange(s_norm, "b (t nn) -> b t nn 1", nn=nn)
+                a_sel = s_norm * (1 + 2**-40) + extra * a_sel
             s[..., :d] *= 2.0  # <2 s, y_k>: scaling by 2 is exact
             s[..., d] = 1.0
-            g = torch.bmm(
-                s, y_b[rs], out=scratch("g", (shape[0], shape[1] * nn, length), a.dtype, a.device)
-            )
+            g_shape = (shape[0], shape[1] * nn, length)
+            with ieee_float32():
+                g = torch.bmm(
+                    s.to(g_dtype), y_b_s[rs], out=scratch("g", g_shape, g_dtype, a.device)
+                )
             g = einops.rearrange(g, "b (t nn) key -> b t nn key", nn=nn)
+            sel_g = None if mixed else sel  # float32 passes form their own from the ranks
             fp_c, tp_c, flagged = baseline_passes(
-                g, rank_f[rs, ts], n, w_key[rs], a_sel, scale, tiny, sel
+                g, rank_f[rs, ts], n, w_key[rs], a_sel, scale, tiny, sel_g, not mixed
             )
             if bool(flagged.any()):
                 a64, v64 = exact_inputs or (a, v)
                 idx = torch.nonzero(flagged)  # [F, 3]: (b, t, nn) within the chunk
+                g64 = None
+                if exact_inputs is None and g.dtype == torch.float64:
+                    g64 = g[flagged]
+                elif exact_inputs is None and a.dtype == torch.float64:
+                    # The float64 path's scores of these entries, from the float64 s.
+                    s_rows = s[idx[:, 0], idx[:, 1] * nn + idx[:, 2]].unsqueeze(1)
+                    g64 = torch.bmm(s_rows, y_b[r0 + idx[:, 0]]).squeeze(1)
                 exact = recheck(
                     Flagged(
                         a=a64[r0 + idx[:, 0]],
@@ -314,7 +382,7 @@ def random_counts(
                         ),
                     ),
                     int(n.max()),
-                    g[flagged] if exact_inputs is None and g.dtype == torch.float64 else None,
+                    g64,
                 )
                 fp_c[flagged], tp_c[flagged] = exact[0], exact[1]
             fp[rs, ts], tp[rs, ts] = fp_c, tp_c

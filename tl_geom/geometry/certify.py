@@ -24,7 +24,9 @@ either computed threshold: then ``#{rest : g >= min_I g}`` and ``#{I : g > max_r
 are what the float scores say. Else the row is flagged and recounted exactly.
 """
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +41,10 @@ __all__ = [
     "count_true",
     "count_where",
     "gamma_sum",
+    "ieee_float32",
     "key_bounds",
+    "mixed_bounds",
+    "mixed_scores_fit",
     "recheck",
     "score_bound",
 ]
@@ -97,6 +102,75 @@ def key_bounds(
     """
     gamma = gamma_sum(d + 8, g_dtype) + gamma_sum(n_max + 8, s_dtype)
     return 8 * gamma, (d + n_max + 16) * torch.finfo(g_dtype).tiny
+
+
+def mixed_bounds(
+    d: int, n_max: int, score_dtype: torch.dtype, s_dtype: torch.dtype, a_max: float
+) -> tuple[float, float, float]:
+    """``(scale, tiny, extra)`` of the per-key bound of float32 scores from float64 ``s``.
+
+    Only the scores are rounded to ``score_dtype`` (float32); ``s``, ``y`` and
+    ``||y||^2`` are formed in ``s_dtype`` (float64):
+
+        |g_hat_k - g_k| <= e_k = scale (2 (||s_hat|| + extra A_J) + w_k) w_k + tiny,
+        scale = 2 gamma_{d+4}(u),   extra = gamma_{M+8}(u_s) / gamma_{d+4}(u),
+
+    ``u`` the unit roundoff of ``score_dtype``, ``u_s`` that of ``s_dtype``, ``M = n_max``.
+    Derivation (Higham, sec. 3.1, any summation order; FMA only helps): with ``z =
+    fl(2 s_hat)``, ``y' = fl(y_hat)`` and ``b' = fl(-||y_hat||^2)`` rounded to
+    ``score_dtype``, the score is ``g_hat = fl(<z, y'> + b')`` (``d + 1`` terms), so
+
+        |g_hat - g| <= gamma_{d+1}(u) (sum |z_j y'_j| + |b'|) + |<z, y'> - 2 <s, y>|
+                       + |b' + ||y||^2|
+                    <= gamma_{d+4}(u) (2 ||s_hat|| w + w^2) + 2 gamma_{M+1}(u_s) A_J w
+
+    (``sum |z_j y'_j| <= (1 + 3u) 2 ||s_hat|| w`` by Cauchy-Schwarz; the casts add at most
+    ``2.02 u`` of it and ``u w^2``; ``||s_hat - s|| <= gamma_{M+1}(u_s) A_J``). The factor
+    2 in ``scale`` covers what the computed bound itself rounds: ``||s_hat||``, ``w_k``
+    and ``e_k`` in ``s_dtype``, ``e_k`` cast to ``score_dtype`` and the interval ends
+    ``g_hat +- e`` rounded there (at most ``u (|g_hat| + e) < e / 100``, as
+    ``|g_hat| <= (1 + u) (2 ||s_hat|| w + w^2)``). ``tiny`` covers underflow: at most
+    one subnormal spacing per product and per cast, ``y'``'s seen through
+    ``||z||_1 <= 2 sqrt(d) a_max``, with ``a_max >= A_J`` for every selection (the
+    largest ``sum_k ||y_k||`` of a row). The caller checks that nothing overflows
+    (:func:`mixed_scores_fit`) before taking this path.
+
+    Against :func:`key_bounds` in float32 (``s`` in float32 too) the bound is about 40x
+    tighter at d = 64, N = 512: ``s``'s own rounding, ``gamma_{N+8}``, dominated there.
+    """
+    scale = 2 * gamma_sum(d + 4, score_dtype)
+    extra = gamma_sum(n_max + 8, s_dtype) / gamma_sum(d + 4, score_dtype)
+    tiny = (d + n_max + 16) * torch.finfo(score_dtype).tiny * (1 + 2 * d**0.5 * a_max)
+    return scale, tiny, extra
+
+
+def mixed_scores_fit(w: Tensor, score_dtype: torch.dtype) -> float | None:
+    """``a_max`` for :func:`mixed_bounds`, or ``None`` where float32 scores could overflow.
+
+    ``a_max`` is the largest row sum of ``w [..., key]`` (``||y_k||``). Every score and
+    every bound fits ``score_dtype`` with room when ``(2 A + W) W`` is below its max over
+    2**20; else ``None`` (keep the scores in ``s_dtype``).
+    """
+    a_max = float(w.sum(-1).max()) if w.numel() else 0.0
+    big_w = float(w.max()) if w.numel() else 0.0
+    fits = (2 * a_max + big_w) * big_w < torch.finfo(score_dtype).max / 2**20
+    return a_max if fits and math.isfinite(a_max) else None
+
+
+@contextmanager
+def ieee_float32() -> Iterator[None]:
+    """float32 matmuls in IEEE float32 within the block, as the bounds here assume.
+
+    ``torch.set_float32_matmul_precision("high")`` (or ``allow_tf32``) lets cuBLAS use
+    TF32 and oneDNN bfloat16 for float32 matmuls: 10 or 8 bits of mantissa, not 24, which
+    no float32 bound covers. The user's setting is restored after the block.
+    """
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 MASKED_SLOT = "certified_masked"
