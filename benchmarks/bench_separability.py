@@ -6,7 +6,7 @@ Measured in one run:
     vectorised over positions (same math, one head at a time; and the same loop
     calling ``separability`` itself, checks included);
   * float64 vs float32 accumulation;
-  * ``random_separability`` (16 draws);
+  * ``random_separability`` (16 draws), its scores in float64 and in certified float32;
   * ``separability_all_queries`` at L = 1024 for one layer and all 30 layers.
 
 Synthetic inputs by default: softmax rows with a sink at position 0 (mean weight
@@ -142,7 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     t_rand = measure(
         "random_separability, 16 draws, float64",
-        lambda: random_separability(alpha, values, ns, draws=16),
+        lambda: random_separability(alpha, values, ns, draws=16, score_dtype=torch.float64),
+    )
+    t_rand32 = measure(
+        "random_separability, 16 draws, certified float32 g",
+        lambda: random_separability(alpha, values, ns, draws=16, score_dtype=torch.float32),
+    )
+    rnd64 = random_separability(alpha, values, ns, draws=16, score_dtype=torch.float64)
+    rnd32 = random_separability(alpha, values, ns, draws=16, score_dtype=torch.float32)
+    same = all(
+        torch.equal(getattr(rnd64, k), getattr(rnd32, k)) for k in ("precision", "recall", "f1")
     )
     res64 = separability(alpha, values, ns)
     res32 = separability(alpha, values, ns, dtype=torch.float32)
@@ -153,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         f"  ratios: loop/batched {loop64 / t64:.1f}x (separability loop {loop_sep / t64:.1f}x), "
         f"float64/float32 {t64 / t32:.2f}x, random/top-N {t_rand / t64:.1f}x; "
         f"float32 changed {flips} of {2 * res64.precision.numel()} P/R values"
+    )
+    print(
+        f"  baseline float64/certified float32 scores {t_rand / t_rand32:.2f}x; "
+        f"P, R, F identical: {same}"
     )
 
     print(f"all-query separability, L={length}, chunk={args.chunk}:")

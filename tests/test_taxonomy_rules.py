@@ -157,10 +157,18 @@ def test_log_mean_of_a_curve_linear_in_log_n_is_its_midpoint_value() -> None:
 @settings(max_examples=60, deadline=None)
 def test_rules_property_against_reference(case, mass, cfg: TaxonomyConfig) -> None:
     ns, cl, cs = case
+    """Every head the reference decides gets its label, classified in a batch of four.
+
+    Heads the reference leaves undecided (a feature within its margin of a threshold,
+    frequent on this discrete grid: equal masses, exact crossings) are not compared;
+    requiring all four decided made Hypothesis reject most examples (a health-check
+    failure under the random profile)."""
     want = [ref_rule(cl[i], cs[i], mass[i], ns, L, cfg) for i in range(4)]
-    assume(None not in want)
+    decided = [i for i in range(4) if want[i] is not None]
+    assume(decided)
     t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
-    assert classify_heads(t(cl), t(cs), t(mass), cfg, n=ns, length=L).labels == want
+    got = classify_heads(t(cl), t(cs), t(mass), cfg, n=ns, length=L).labels
+    assert [got[i] for i in decided] == [want[i] for i in decided]
 
 
 def _labels(alpha: torch.Tensor, values: torch.Tensor, ns: list[int]) -> list[str]:
