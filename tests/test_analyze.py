@@ -288,3 +288,38 @@ def test_layer_bar_only_when_asked_or_late(capsys: Any) -> None:
         LAYER_BAR_DELAY,
         None,
     )
+
+
+@pytest.mark.parametrize("queries", ["last", "all"])
+def test_float32_baseline_scores_give_the_float64_tables(
+    tiny_dir: Path, corpus_file: Path, tmp_path: Path, queries: str
+) -> None:
+    """--baseline-scores float32 (the GPU default, run here on the CPU) gives the same
+    tables as float64; run.json records which ran; auto is float64 on the CPU; a run
+    resumes across the two (the counts do not depend on it)."""
+    runs = {}
+    for scores in ("float32", "float64", "auto"):
+        out = tmp_path / scores
+        extra = ("--queries", queries, "--baseline-scores", scores)
+        assert main(_args(tiny_dir, corpus_file, out, *extra)) == 0
+        runs[scores] = Analysis.load(out)
+    assert runs["float32"].run["facts"]["baseline_scores"] == "float32"
+    assert runs["auto"].run["facts"]["baseline_scores"] == "float64"
+    for scores in ("float32", "auto"):
+        pd.testing.assert_frame_equal(runs[scores].metrics, runs["float64"].metrics)
+        pd.testing.assert_frame_equal(runs[scores].heads, runs["float64"].heads)
+    resumed = (*("--queries", queries), "--baseline-scores", "float32", "--resume")
+    assert main(_args(tiny_dir, corpus_file, tmp_path / "float64", *resumed)) == 0
+    with pytest.raises(TlGeomError, match="baseline_scores='bf16'; use one of auto"):
+        config_mod.AnalyzeConfig(baseline_scores="bf16")
+
+
+@pytest.mark.slow
+def test_smollm2_float32_baseline_scores_equal_float64(tmp_path: Path) -> None:
+    """On SmolLM2 (L = 512, every layer) the certified float32 scores of the baseline
+    give the float64 baseline bit for bit."""
+    opts: dict[str, Any] = {"windows": 1, "ctx": 512, "backend": "sdpa", "progress": False}
+    got = {s: analyze("smollm2-135m", baseline_scores=s, **opts) for s in ("float32", "float64")}
+    cols = ["precision_random", "recall_random", "f1_random"]
+    assert got["float64"].metrics[cols].notna().all().all()
+    pd.testing.assert_frame_equal(got["float32"].metrics, got["float64"].metrics)

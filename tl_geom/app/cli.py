@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from tl_geom import __version__
 from tl_geom.errors import TlGeomError
-from tl_geom.jobs.config import BACKENDS, DTYPES, AnalyzeConfig, SparsifyConfig
+from tl_geom.jobs.config import BACKENDS, BASELINE_SCORES, DTYPES, AnalyzeConfig, SparsifyConfig
 
 if TYPE_CHECKING:
     from tl_geom.geometry.taxonomy import TaxonomyConfig
@@ -94,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compile the random baseline's counting passes (torch.compile: ~30 s once, "
         "same results, eager fallback)",
+    )
+    a.add_argument(
+        "--baseline-scores",
+        choices=BASELINE_SCORES,
+        default=AnalyzeConfig.baseline_scores,
+        help="dtype of the random baseline's scores: auto (float32 on a GPU, float64 on "
+        "the CPU), float64 or float32 (certified: the same counts)",
     )
     a.add_argument(
         "--dtype",

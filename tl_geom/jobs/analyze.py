@@ -64,6 +64,7 @@ def analyze(
     dtype: str = "float32",
     taxonomy: TaxonomyConfig | None = None,
     compile: bool = False,
+    baseline_scores: str = "auto",
 ) -> Analysis:
     """Per-head top-N separability, random baseline and diagnostics over corpus windows.
 
@@ -104,6 +105,9 @@ def analyze(
         taxonomy: thresholds of the head-type rules (default :class:`TaxonomyConfig`);
             applied when the tables are aggregated, so not part of the resume check.
         compile: compile the random baseline's counting passes (``AnalyzeConfig.compile``).
+        baseline_scores: dtype of the baseline's scores, ``"auto"`` (float32 on an
+            accelerator, float64 on the CPU), ``"float64"`` or ``"float32"``; the counts
+            are the same either way (``AnalyzeConfig.baseline_scores``).
 
     Returns:
         An :class:`~tl_geom.jobs.results.Analysis` (``metrics``, ``heads``, ``envelope``
@@ -130,6 +134,7 @@ def analyze(
         device=device,
         taxonomy=taxonomy,
         compile=compile,
+        baseline_scores=baseline_scores,
     )
     if ids is not None:
         return run_analysis(
@@ -205,6 +210,7 @@ def run_analysis(
         n_grid=config.n_grid,
         ctx=config.ctx,
         needs_tokenizer=tokens is None,
+        baseline_scores=config.baseline_scores,
     )
     t_loaded = time.perf_counter()
     if tokens is None:
@@ -221,6 +227,7 @@ def run_analysis(
         seed=config.seed,
         causal=facts.causal,
         layers=facts.layers,
+        score_dtype=getattr(torch, facts.baseline_scores),
     )
     fingerprint = {**config.fingerprint(), "model": facts.model, "corpus_sha256": source}
     fingerprint["model_identity"] = model_identity(model, facts)

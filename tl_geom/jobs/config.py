@@ -15,6 +15,7 @@ from tl_geom.geometry.taxonomy import TaxonomyConfig
 
 __all__ = [
     "BACKENDS",
+    "BASELINE_SCORES",
     "DTYPES",
     "AnalyzeConfig",
     "SparsifyConfig",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
+BASELINE_SCORES = ("auto", "float64", "float32")
+"""Choices of ``AnalyzeConfig.baseline_scores`` (the dtype of the baseline's scores)."""
 """Model dtypes. ``float64`` brings the two backends closest, though not to float64
 rounding: the TransformerBridge takes its attention softmax in float32 whatever the
 model's dtype, so on SmolLM2 the rows still differ by ~1e-8 (values ~1e-7 relative from
@@ -104,6 +107,9 @@ class AnalyzeConfig:
             kernel (:mod:`tl_geom.geometry.fused`; about 30 s to compile once, the same
             counts, falls back to the eager passes if compiling fails); not part of the
             resume check.
+        baseline_scores: dtype of the random baseline's scores: ``auto`` (float32 on an
+            accelerator, float64 on the CPU), ``float64`` or ``float32`` (certified: the
+            same counts either way, so not part of the resume check).
     """
 
     model: str = "smollm2-135m"
@@ -122,6 +128,7 @@ class AnalyzeConfig:
     device: str | None = None
     taxonomy: TaxonomyConfig | None = None
     compile: bool = False
+    baseline_scores: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n", _ints(self.n) or None)
@@ -140,6 +147,10 @@ class AnalyzeConfig:
                 f"draws={self.draws!r}; give random subsets per row >= 1, or 0 for no baseline"
             )
         check_model_options(self.backend, self.dtype)
+        if self.baseline_scores not in BASELINE_SCORES:
+            raise TlGeomError(
+                f"baseline_scores={self.baseline_scores!r}; use one of {', '.join(BASELINE_SCORES)}"
+            )
         n_grid(self.n, self.ctx)  # validates
 
     @property
@@ -150,11 +161,12 @@ class AnalyzeConfig:
     def fingerprint(self) -> dict[str, Any]:
         """What a window's results depend on; a resumed run must match it exactly.
 
-        The backend, device, taxonomy and compile are left out: the backends give the
-        same rows (tests/test_fused.py), the taxonomy is applied after the windows, and
-        the compiled kernel gives the eager counts (tests/test_certify.py).
+        The backend, device, taxonomy, compile and baseline_scores are left out: the
+        backends give the same rows (tests/test_fused.py), the taxonomy is applied after
+        the windows, and the compiled kernel and the float32 scores give the same counts
+        (tests/test_certify.py, tests/test_certify_float32.py).
         """
-        skip = ("backend", "device", "taxonomy", "compile")
+        skip = ("backend", "device", "taxonomy", "compile", "baseline_scores")
         d = {k: v for k, v in asdict(self).items() if k not in skip}
         d["n"] = list(self.n_grid)
         d["layers"] = list(self.layers) if self.layers is not None else None

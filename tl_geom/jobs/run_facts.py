@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from tl_geom.errors import TlGeomError
+from tl_geom.geometry.baseline import default_score_dtype
 from tl_geom.jobs.config import check_model_options
 from tl_geom.lens.hooks import (
     ModelDims,
@@ -44,6 +45,10 @@ class RunFacts:
         n_grid: the N values, sorted.
         dims: the model's attention shapes (``d_head``, heads, KV heads, context).
         path: the directory the model was loaded from (None for a model object).
+        baseline_scores: dtype of the random baseline's scores ``g``, ``"float64"`` or
+            ``"float32"`` (certified, the same counts: ``baseline.random_counts``);
+            ``auto`` resolves to float32 on an accelerator and float64 on the CPU
+            (:func:`~tl_geom.geometry.baseline.default_score_dtype`).
     """
 
     model: str
@@ -55,6 +60,7 @@ class RunFacts:
     n_grid: tuple[int, ...]
     dims: ModelDims
     path: Path | None = None
+    baseline_scores: str = "float64"
 
     def to_dict(self) -> dict[str, Any]:
         """The facts for ``run.json`` (``dims`` as its own mapping)."""
@@ -66,6 +72,7 @@ class RunFacts:
             "causal": self.causal,
             "layers": list(self.layers),
             "n": list(self.n_grid),
+            "baseline_scores": self.baseline_scores,
         }
 
 
@@ -169,6 +176,7 @@ def open_run(
     n_grid: tuple[int, ...],
     ctx: int,
     needs_tokenizer: bool = True,
+    baseline_scores: str = "auto",
 ) -> tuple[Any, RunFacts]:
     """Open ``model`` (:func:`open_model`) and resolve the run's facts against it.
 
@@ -194,15 +202,19 @@ def open_run(
     if needs_tokenizer and getattr(model, "tokenizer", None) is None:
         raise TlGeomError("the model has no tokenizer; analyze needs one to cut windows")
     param = next(iter(model.parameters()))
+    where = model_device(model)
+    if baseline_scores == "auto":
+        baseline_scores = str(default_score_dtype(where, torch.float64)).removeprefix("torch.")
     facts = RunFacts(
         model=name,
         backend=backend_of(model),
-        device=str(model_device(model)),
+        device=str(where),
         dtype=str(param.dtype).removeprefix("torch."),
         causal=is_causal(model),
         layers=normalize_layers(list(layers) if layers else None, dims.n_layers),
         n_grid=n_grid,
         dims=dims,
         path=path,
+        baseline_scores=baseline_scores,
     )
     return model, facts

@@ -108,12 +108,12 @@ def score_heads(
     """Entropy, sink mass, ``alpha_q``, type and mean ``hook_z`` per head.
 
     Final query, means over the scoring windows; one forward per window. The random
-    baseline is not needed here (one draw, unused).
+    baseline is not needed here (``draws=0``: not computed).
     """
     dims = model_dims(model)
     layers = tuple(range(dims.n_layers))
     spec = WindowSpec(
-        n=tuple(n), queries="last", draws=1, seed=0, causal=is_causal(model), layers=layers
+        n=tuple(n), queries="last", draws=0, seed=0, causal=is_causal(model), layers=layers
     )
     z_sum = torch.zeros(dims.n_layers, dims.n_heads, dims.d_head, dtype=torch.float64)
     z_count = [0]

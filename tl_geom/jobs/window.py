@@ -77,6 +77,9 @@ class WindowSpec:
         layers: the layers to analyse.
         view_tokens: size T of the ``[head, T, T]`` attention view kept from a window.
         random_rows: rows used for the all-query random baseline.
+        score_dtype: dtype of the random baseline's scores (``RunFacts.baseline_scores``;
+            None: :func:`~tl_geom.geometry.baseline.default_score_dtype` of the rows'
+            device). The counts are the same either way.
         sink_tokens: T of the sink importance ``imp0 = mean_{i < T} A[i, 0]`` over the
             window's first T queries (sinks.md, "Measures": ``imp(0)`` with the standard
             T = 64; for a causal model exactly ``imp(0)`` of the T-token prefix; for an
@@ -92,6 +95,7 @@ class WindowSpec:
     view_tokens: int = 48
     random_rows: int = 16
     sink_tokens: int = 64
+    score_dtype: torch.dtype | None = None
 
 
 Rows = Callable[[Sequence[int]], Tensor]
@@ -143,7 +147,15 @@ def reduce_layer(rows: Rows, v_kv: Tensor, spec: WindowSpec, seed: int) -> dict[
     if not spec.draws:
         baseline = _no_baseline(alpha, spec)
     elif spec.queries == "last":
-        rnd = random_separability(alpha, values, spec.n, draws=spec.draws, seed=seed, atol=atol)
+        rnd = random_separability(
+            alpha,
+            values,
+            spec.n,
+            draws=spec.draws,
+            seed=seed,
+            score_dtype=spec.score_dtype,
+            atol=atol,
+        )
         baseline = (rnd.precision, rnd.recall, rnd.f1)
     else:
         baseline = _random_over_rows(rows, values, spec, seed)
@@ -206,6 +218,7 @@ def _random_over_rows(
             spec.n,
             draws=spec.draws,
             seed=seed,
+            score_dtype=spec.score_dtype,
             atol=atol,
         )
         per_row.append(torch.stack([rnd.precision, rnd.recall, rnd.f1]))
