@@ -327,8 +327,9 @@ def test_per_key_bounds_flag_fewer_rows_beside_a_sink() -> None:
 @given(st.integers(0, 2**31 - 1), st.sampled_from([1e-14, 1e-6, 1e-3, 1e-1]))
 def test_two_stage_passes_equal_the_per_key_passes(seed: int, scale: float) -> None:
     """The eager two-stage passes (one bound per selection, then per key on the
-    undecided entries) give :func:`key_passes`' counts and flags bit for bit, on scores
-    with exact ties and keys of very different norms."""
+    undecided entries), and the per-key stage alone, give :func:`key_passes`' counts and
+    flags bit for bit, on scores with exact ties and keys of very different norms, in
+    float64 and in float32."""
     from tl_geom.geometry import fused
 
     gen = torch.Generator().manual_seed(seed)
@@ -342,8 +343,16 @@ def test_two_stage_passes_equal_the_per_key_passes(seed: int, scale: float) -> N
     a_sel = torch.rand(2, 3, 4, 1, generator=gen, dtype=torch.float64) * 20
     want = fused.key_passes(g, rank, n, w, a_sel, scale, 1e-300)
     got = fused.eager_passes(g, rank, n, w, a_sel, scale, 1e-300)
-    for x, y in zip(got, want, strict=True):
-        assert torch.equal(x, y)
+    per_key = fused.eager_passes(g, rank, n, w, a_sel, scale, 1e-300, first_stage=False)
+    for x, y, z in zip(got, want, per_key, strict=True):
+        assert torch.equal(x, y) and torch.equal(z, y)
+    # float32 scores with float64 norms (the certified float32 path): the same agreement
+    g32, tiny = g.float(), 1e-36
+    want = fused.key_passes(g32, rank, n, w, a_sel, scale, tiny)
+    for first in (True, False):
+        got = fused.eager_passes(g32, rank, n, w, a_sel, scale, tiny, first_stage=first)
+        for x, y in zip(got, want, strict=True):
+            assert torch.equal(x, y)
 
 
 @settings(max_examples=40, deadline=None)

@@ -127,8 +127,10 @@ def eager_passes(
     tmp = scratch("tmp", tuple(g.shape), g.dtype, g.device)
     t_min = torch.maximum(g, pen, out=tmp).amin(-1, keepdim=True)
     t_max = torch.minimum(g, pen, out=tmp).amax(-1, keepdim=True)
-    big_w = w.amax(-1, keepdim=True)
-    e2 = (2 * ((2 * a_sel + big_w) * big_w * scale + tiny)).to(g.dtype)
+    # In g's dtype, as key_passes forms each e_k: rounding is monotone, so E_J >= e_k
+    # also as computed, and what stage 1 decides stage 2 would decide the same way.
+    big_w, a_g = w.amax(-1, keepdim=True).to(g.dtype), a_sel.to(g.dtype)
+    e2 = 2 * ((2 * a_g + big_w) * big_w * scale + tiny)
 
     wide = count_where(torch.ge, g, t_min - e2, tmp)
     narrow = count_where(torch.gt, g, t_min + e2, tmp)
