@@ -375,7 +375,7 @@ def test_masked_certified_counts_equal_the_boolean_counts(seed: int, bound: floa
     t_min = torch.where(selected, g, inf).amin(-1)
     t_max = torch.where(rest, g, -inf).amax(-1)
     e = torch.full_like(t_min, bound)
-    fp, tp, flagged = certified_counts(g, e, selected, torch.tensor([1]), t_min, t_max, rest)
+    fp, tp, flagged = certified_counts(g, e, selected, t_min, t_max, rest)
     lo_min, hi_min = (t_min - 2 * e).unsqueeze(-1), (t_min + 2 * e).unsqueeze(-1)
     lo_max, hi_max = (t_max - 2 * e).unsqueeze(-1), (t_max + 2 * e).unsqueeze(-1)
     want_fp = ((g >= lo_min) & rest).sum(-1)

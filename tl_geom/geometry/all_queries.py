@@ -257,9 +257,8 @@ def _all_queries(
         # Future keys rank after every visible key (weights are >= 0). Zeroed future
         # weights would already lose ties to earlier keys; -1 makes it explicit.
         a_sorted, rank = sorted_rank(torch.where(m, a, -torch.ones_like(zero)))
-        selected = rank.unsqueeze(-2) < n_t.view(-1, 1)  # [b, c, nn, key]
         key_mask = m.expand(rows, *m.shape) if causal else None
-        metrics = selection_metrics(a, v_c, selected, n_t, key_mask)[:5]
+        metrics = selection_metrics(a, v_c, rank, n_t, key_mask)[:5]
         margin = a_sorted[..., n_t - 1] - a_sorted[..., n_t]
         undefined = n_t >= visible[start : start + chunk].unsqueeze(-1)  # [c, nn]
         for k, x in zip(names, (*metrics, margin), strict=True):

@@ -47,6 +47,7 @@ __all__ = [
     "mixed_scores_fit",
     "recheck",
     "score_bound",
+    "window_counts",
 ]
 
 
@@ -178,8 +179,13 @@ MASKED_SLOT = "certified_masked"
 
 WORK_SLOT = "selection_work"
 """A scratch slot for one short-lived ``[..., N, L]`` temporary at a time: the weighted
-selection before its matmul, the threshold search, the counts' comparisons. Sharing it
-keeps an all-query chunk's kept memory at three such buffers, not five."""
+selection before its matmul, then ``g`` on the selection (+inf elsewhere) for the
+threshold search and the counts over the selection. Sharing it keeps an all-query
+chunk's kept memory at four such buffers (``g``, this, :data:`MASKED_SLOT` and the
+selection's 0/1 floats, which become the comparisons' output)."""
+
+ON_SELECTED_SLOT = "certified_on_selected"
+"""The scratch slot of ``g`` on the selection and +inf elsewhere (:func:`certified_counts`)."""
 
 
 def count_true(mask: Tensor) -> Tensor:
@@ -204,56 +210,63 @@ def count_where(op: Callable[..., Tensor], x: Tensor, threshold: Tensor, out: Te
 def certified_counts(
     g: Tensor,
     bound: Tensor,
-    selected: Tensor | None,
-    n: Tensor,
+    selected: Tensor,
     t_min: Tensor,
     t_max: Tensor,
-    rest: Tensor | None = None,
+    rest: Tensor,
     g_rest: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(#FP, #TP, flagged)`` from scores ``g [..., key]`` and the computed thresholds.
 
     ``t_min = min_I g_hat``, ``t_max = max_rest g_hat`` (``[...]``), ``bound [...]``
-    broadcastable to them. With ``selected``/``rest`` masks the counts are over those
-    sets; without (``selected is None``: every row selects exactly ``n`` keys and every
-    key is present) the mask-free identities of the baseline are used, with the
-    stronger test that only the threshold key itself lies in each window.
+    broadcastable to them, the counts over the ``selected`` and ``rest`` masks.
     ``flagged`` rows hold a key within ``2E`` of a threshold: recount them exactly.
     ``g_rest``: ``g`` on ``rest`` and -inf elsewhere, where the caller has formed it
-    (skips one pass); it may be the :data:`MASKED_SLOT` buffer, which is reused here.
+    (skips one pass). The mask form of :func:`window_counts`, which the top-N and
+    all-query selections call with the sets as penalties (``top_n.separation``).
     """
-    e2 = (2 * bound).to(g.dtype)
+    shape = tuple(g.shape)
+    inf = torch.tensor(torch.inf, dtype=g.dtype, device=g.device)
+    if g_rest is None:
+        g_rest = torch.where(rest, g, -inf, out=scratch(MASKED_SLOT, shape, g.dtype, g.device))
+    on_sel = torch.where(selected, g, inf, out=scratch(ON_SELECTED_SLOT, shape, g.dtype, g.device))
+    n_off = g.shape[-1] - count_true(selected)
+    hits = scratch(WORK_SLOT, shape, g.dtype, g.device)
+    return window_counts(g_rest, on_sel, n_off, bound, t_min, t_max, hits)
+
+
+def window_counts(
+    g_rest: Tensor,
+    on_sel: Tensor,
+    n_off: Tensor,
+    bound: Tensor,
+    t_min: Tensor,
+    t_max: Tensor,
+    hits: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(#FP, #TP, flagged)`` from the scores on each set, as :func:`certified_counts`.
+
+    ``g_rest [..., key]`` is ``g`` on the rest and -inf elsewhere; ``on_sel`` is ``g`` on
+    the selection and +inf elsewhere (the buffer the minimum over the selection was
+    taken from); ``n_off [...]`` counts the +inf entries, subtracted from the counts over
+    ``on_sel``. ``hits`` is a float buffer shaped like ``g_rest`` for the comparisons.
+    Counts are float sums of 0/1 (exact) in kept buffers: a third of the time of bool
+    masks, ``logical_and`` and an integer sum. Thresholds are clamped to at least -max (a
+    set is never empty of finite keys, but the rest of a row with N >= visible is): -inf
+    off the rest then never counts, and +inf off the selection always does.
+    """
+    e2 = (2 * bound).to(g_rest.dtype)
     lo_min, hi_min = (t_min - e2).unsqueeze(-1), (t_min + e2).unsqueeze(-1)
     lo_max, hi_max = (t_max - e2).unsqueeze(-1), (t_max + e2).unsqueeze(-1)
-    if selected is None:
-        wide = count_true(torch.ge(g, lo_min))
-        narrow = count_true(torch.gt(g, hi_min))
-        false_pos = wide - n
-        flagged = wide - narrow != 1
-        true_pos = count_true(torch.gt(g, hi_max))
-        flagged |= count_true(torch.ge(g, lo_max)) - true_pos != 1
-        return false_pos, true_pos, flagged
-    assert rest is not None
-    # Counts over a set as float sums of 0/1 (exact) over g with -inf off the set, in
-    # kept buffers: a third of the time of bool masks, logical_and and an int sum.
-    # Thresholds are at least -max (a set is never empty of finite keys, but the rest
-    # of a row with N >= visible is): -inf off the set then never counts.
-    shape = tuple(g.shape)
-    masked = scratch(MASKED_SLOT, shape, g.dtype, g.device)
-    hits = scratch(WORK_SLOT, shape, g.dtype, g.device)
-    lowest = torch.finfo(g.dtype).min
-    minus_inf = torch.tensor(-torch.inf, dtype=g.dtype, device=g.device)
+    lowest = torch.finfo(g_rest.dtype).min
 
     def count(op: Callable[..., Tensor], x: Tensor, threshold: Tensor) -> Tensor:
         return count_where(op, x, threshold.clamp_min(lowest), hits)
 
-    if g_rest is None:
-        g_rest = torch.where(rest, g, minus_inf, out=masked)
     false_pos = count(torch.ge, g_rest, lo_min)
     flagged = count(torch.gt, g_rest, hi_min) != false_pos
-    g_sel = torch.where(selected, g, minus_inf, out=masked)  # g_rest is no longer read
-    true_pos = count(torch.gt, g_sel, hi_max)
-    flagged |= count(torch.ge, g_sel, lo_max) != true_pos
+    true_pos = count(torch.gt, on_sel, hi_max) - n_off
+    flagged |= count(torch.ge, on_sel, lo_max) - n_off != true_pos
     return false_pos, true_pos, flagged
 
 

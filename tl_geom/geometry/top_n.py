@@ -40,21 +40,27 @@ from tl_geom.geometry.certify import (
     MASKED_SLOT,
     WORK_SLOT,
     Flagged,
-    certified_counts,
-    count_true,
+    count_where,
     recheck,
     score_bound,
+    window_counts,
 )
 from tl_geom.geometry.frames import mean_table_html, tidy_frame
 from tl_geom.geometry.scratch import scratch
 
 __all__ = [
+    "SEL_SLOT",
     "Separability",
     "g_scores",
     "separability",
     "separation_counts",
     "top_n_rank",
 ]
+
+
+SEL_SLOT = "selection_f"
+"""The kept buffer of a selection's 0/1 floats; :func:`separate` turns it into the
+penalties and then the comparisons' output."""
 
 
 @dataclass(frozen=True)
@@ -191,28 +197,49 @@ def separation(
 
     With ``bound`` (``E [*lead, nn]`` or broadcastable, see ``certify.py``) the counts
     are certified and the last returned tensor flags the rows to recount exactly;
-    without, it is all False and the counts are what the float scores say.
-
-    The ``[..., nn, key]`` float temporaries are buffers kept between calls
-    (``scratch``): on a CPU, fresh tensors of that size cost page faults on every call.
+    without, it is all False and the counts are what the float scores say. ``n`` is
+    not read (the sets are the masks); kept for the callers' symmetry.
     """
-    rest = ~selected
-    if key_mask is not None:
-        rest &= key_mask.unsqueeze(-2)
-    inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
-    buf = torch.where(selected, g, inf, out=scratch(WORK_SLOT, tuple(g.shape), g.dtype, g.device))
-    g_min_sel, far = buf.min(-1)
-    # g on the rest, -inf elsewhere: kept where certified_counts looks for it
-    g_rest = torch.where(rest, g, -inf, out=scratch(MASKED_SLOT, tuple(g.shape), g.dtype, g.device))
+    del n
+    sel = selected.to(g.dtype)
+    present = key_mask.unsqueeze(-2) if key_mask is not None else None
+    return separate(g, sel, present, bound)
+
+
+def separate(
+    g: Float[Tensor, "*lead nn key"],
+    sel: Float[Tensor, "*lead nn key"],
+    present: Bool[Tensor, "*lead 1 key"] | None,
+    bound: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """:func:`separation` from the selection as 0/1 floats in ``g``'s dtype.
+
+    The sets become penalties, ``-inf`` on I and ``+inf`` off it (formed in place in
+    ``sel``, whose buffer then takes the comparisons): ``max(g, pen)`` is ``g`` on I and
+    ``+inf`` off it, ``min(g, pen)`` is ``g`` on the rest and ``-inf`` on I (absent keys
+    get ``-inf`` from ``present``'s own penalty). The same buffers, bit for bit, as
+    ``where(selected, g, inf)`` and ``where(rest, g, -inf)``, at a fifth of the time of
+    a select on a bool mask (measured: 1.0-1.8 against 5 ms for ``[9, 64, 10, 544]``).
+    ``g`` on I and ``g`` on the rest are kept buffers (``WORK_SLOT``, ``MASKED_SLOT``).
+    """
+    shape = tuple(g.shape)
+    inf = float("inf")
+    n_off = (g.shape[-1] - sel.sum(-1)).long()  # +inf entries of on_sel (exact 0/1 sum)
+    pen = torch.sub(0.5, sel, out=sel).mul_(inf)
+    on_sel = torch.maximum(g, pen, out=scratch(WORK_SLOT, shape, g.dtype, g.device))
+    g_min_sel, far = on_sel.min(-1)
+    if present is not None:  # absent keys are in neither set
+        pen = torch.minimum(pen, torch.where(present, inf, -inf).to(g.dtype), out=pen)
+    g_rest = torch.minimum(g, pen, out=scratch(MASKED_SLOT, shape, g.dtype, g.device))
     g_max_rest, near = g_rest.max(-1)
+    hits = pen  # no longer read
     if bound is None:
-        hit = torch.ge(g, g_min_sel.unsqueeze(-1))
-        false_pos = count_true(hit.logical_and_(rest))
-        true_pos = count_true(torch.gt(g, g_max_rest.unsqueeze(-1), out=hit).logical_and_(selected))
+        false_pos = count_where(torch.ge, g_rest, g_min_sel.unsqueeze(-1), hits)
+        true_pos = count_where(torch.gt, on_sel, g_max_rest.unsqueeze(-1), hits) - n_off
         flagged = torch.zeros_like(false_pos, dtype=torch.bool)
     else:
-        false_pos, true_pos, flagged = certified_counts(
-            g, bound, selected, n, g_min_sel, g_max_rest, rest, g_rest
+        false_pos, true_pos, flagged = window_counts(
+            g_rest, on_sel, n_off, bound, g_min_sel, g_max_rest, hits
         )
     return false_pos, true_pos, g_min_sel, g_max_rest, far, near, flagged
 
@@ -236,13 +263,16 @@ def flat_values(values: Tensor, dtype: torch.dtype) -> Tensor:
 def selection_metrics(
     a: Float[Tensor, "b c key"],
     v: Float[Tensor, "b key d"],
-    selected: Bool[Tensor, "b c m key"],
+    rank: Int[Tensor, "b c key"],
     n: Int[Tensor, " m"],
     key_mask: Bool[Tensor, "b c key"] | None = None,
     *,
     exact_inputs: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """P, R, F, r_max, r_min and s of selections over ``c`` weight rows sharing values.
+
+    The selections are the top N, ``rank < N`` (``rank``: each key's rank in its row,
+    :func:`sorted_rank`).
 
     s = (a * sel) @ V,  g_k = 2 a_k <s, v_k> - a_k^2 ||v_k||^2  (= 2<s, y_k> - ||y_k||^2)
     Two batched matmuls; V is never expanded per row or selection. The counts are
@@ -257,8 +287,12 @@ def selection_metrics(
         ``(precision, recall, f1, r_max, r_min)`` each ``[b, c, m]``, and s ``[b, c, m, d]``.
     """
     a_m = a.unsqueeze(-2)
-    shape = tuple(selected.shape)  # [b, c, m, key]; the two temporaries of that size
-    masked = torch.mul(selected, a_m, out=scratch(WORK_SLOT, shape, a.dtype, a.device))
+    shape = (*a.shape[:-1], n.shape[0], a.shape[-1])  # [b, c, m, key]
+    # The selection as 0/1 floats, straight from the ranks (a bool mask times the weights
+    # took 5 ms for [9, 64, 10, 544], this comparison and a float product 2 ms).
+    sel = scratch(SEL_SLOT, shape, a.dtype, a.device)
+    sel = torch.lt(rank.unsqueeze(-2), n.view(-1, 1), out=sel)
+    masked = torch.mul(sel, a_m, out=scratch(WORK_SLOT, shape, a.dtype, a.device))
     s = torch.einsum("bcmk,bkd->bcmd", masked, v)
     # g = a * (2 <s, v> - a ||v||^2), in place on the matmul's output: <2s, v> is 2<s, v>
     # bit for bit (scaling by 2 is exact), so this rounds exactly as the formula reads.
@@ -275,7 +309,8 @@ def selection_metrics(
     bound = score_bound(
         w, v.shape[-1], int(n.max()), g_dtype=g.dtype, s_dtype=g.dtype, key_mask=key_mask
     ).unsqueeze(-1)
-    false_pos, true_pos, _, _, far, near, flagged = separation(g, selected, n, key_mask, bound)
+    present = key_mask.unsqueeze(-2) if key_mask is not None else None
+    false_pos, true_pos, _, _, far, near, flagged = separate(g, sel, present, bound)
     if bool(flagged.any()):
         a64, v64 = exact_inputs if exact_inputs is not None else (a, v)
         idx = torch.nonzero(flagged)  # [F, 3]: (b, c, m)
@@ -284,7 +319,7 @@ def selection_metrics(
             a=a64[idx[:, 0], idx[:, 1]],
             v=v64,
             value_row=idx[:, 0],
-            selected=selected[idx[:, 0], idx[:, 1], idx[:, 2]],
+            selected=rank[idx[:, 0], idx[:, 1]] < n[idx[:, 2]].unsqueeze(-1),
             present=present
             if present is not None
             else torch.ones_like(flagged[0, 0, 0]).expand(len(idx), a.shape[-1]),
@@ -361,7 +396,7 @@ def separability(
             einops.pack([alpha.double()], "* key")[0].unsqueeze(1),
             flat_values(values, torch.float64),
         )
-    metrics = selection_metrics(a.unsqueeze(1), v, selected.unsqueeze(1), n_t, exact_inputs=exact)
+    metrics = selection_metrics(a.unsqueeze(1), v, rank.unsqueeze(1), n_t, exact_inputs=exact)
     precision, recall, f1, r_max, r_min, s = (x.squeeze(1) for x in metrics)
     margin = a_sorted[:, n_t - 1] - a_sorted[:, n_t]
 
