@@ -290,8 +290,10 @@ def selection_metrics(
     shape = (*a.shape[:-1], n.shape[0], a.shape[-1])  # [b, c, m, key]
     # The selection as 0/1 floats, straight from the ranks (a bool mask times the weights
     # took 5 ms for [9, 64, 10, 544], this comparison and a float product 2 ms).
+    # (ranks as floats, exact below 2**53: an int64 comparison into a float buffer took
+    # 2.6 ms per all-query chunk, a float one 0.5 ms)
     sel = scratch(SEL_SLOT, shape, a.dtype, a.device)
-    sel = torch.lt(rank.unsqueeze(-2), n.view(-1, 1), out=sel)
+    sel = torch.lt(rank.to(a.dtype).unsqueeze(-2), n.to(a.dtype).view(-1, 1), out=sel)
     masked = torch.mul(sel, a_m, out=scratch(WORK_SLOT, shape, a.dtype, a.device))
     s = torch.einsum("bcmk,bkd->bcmd", masked, v)
     # g = a * (2 <s, v> - a ||v||^2), in place on the matmul's output: <2s, v> is 2<s, v>
