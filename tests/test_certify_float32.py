@@ -164,3 +164,16 @@ def test_default_score_dtype_is_float32_on_accelerators_only() -> None:
     assert default_score_dtype(cpu, torch.float64) == torch.float64
     assert default_score_dtype(cuda, torch.float64) == torch.float32
     assert default_score_dtype(cuda, torch.float32) == torch.float32
+
+
+@settings(max_examples=40, deadline=None)
+@given(float32_near_ties(), st.integers(0, 2**16), st.integers(1, 3))
+def test_float32_scores_count_exactly_with_zero_weights_and_rows(case, seed: int, zeros: int):
+    """Keys of weight 0 (an underflowed softmax) and zero value rows: their scores are
+    exactly 0 in both dtypes and tie; every count is still exact."""
+    alpha, values = case
+    length = alpha.shape[0]
+    alpha[1 : 1 + zeros] = 0.0
+    alpha /= alpha.sum()
+    values[-1] = 0.0
+    float32_scores_agree(alpha, values, sorted({1, length // 2, length - 1}), seed)
