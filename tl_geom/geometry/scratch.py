@@ -6,9 +6,9 @@ the OS when they are freed (its trim threshold follows the largest recent block)
 the next call faults the same pages in again. Measured at L = 1024 (one thread, 7.5 MiB
 of float64): a comparison into a fresh tensor 4.4 ms, into a kept buffer 0.12 ms. The
 buffers here live on, one per (slot, dtype) and thread, at the size of the largest
-request: 8 MiB for each of the baseline's four score-sized slots (its chunk bounds
+request: at most 8 MiB for each of the baseline's seven score-sized slots (its chunk bounds
 them), ``[heads, L, d + 1]`` float64 for the value-sized ones (38 MiB at L = 8192), and
-``[heads, rows, N, L]`` for an all-query chunk's three (47 MiB each at L = 1024, 64
+``[heads, rows, N, L]`` for an all-query chunk's four (47 MiB each at L = 1024, 64
 rows).
 ``run_window`` drops them at the end of each window (:func:`release_scratch`).
 Elsewhere (CUDA) the caching allocator already keeps freed blocks, so a plain
@@ -26,7 +26,7 @@ KEPT_BYTES = 512 * 2**20
 """At most this many bytes kept per thread: a request that would exceed it gets a fresh
 tensor (and pays its page faults), so a notebook that calls the math on long inputs
 does not hold gigabytes afterwards. 512 MiB holds every slot of a final-query window at
-L = 8192 and of an all-query chunk at L = 1024 (three of 47 MiB)."""
+L = 8192 and of an all-query chunk at L = 1024 (four of 47 MiB)."""
 
 _local = threading.local()
 
