@@ -32,6 +32,7 @@ from tl_geom.geometry.top_n import flat_values, scores_from_counts, tidy_frame
 
 __all__ = [
     "CHUNK_ELEMENTS",
+    "DEVICE_CHUNK",
     "RandomSeparability",
     "default_score_dtype",
     "random_counts",
@@ -47,7 +48,17 @@ kept scratch buffers). Alone, chunks of 2**18 to 2**22 scores took 515, 537, 492
 421 and 447 ms at 2 threads (2**15: 1152 ms). Inside the forward, where the model's
 weights share the 32 MiB L3 cache, a whole ``run_window`` took 1.69x, 1.73x and 1.58x a
 plain forward with 2**18, 2**19 and 2**20 (one interleaved run), 1.64x against 1.56x
-with 2**21 against 2**20 (another). On an accelerator the chunk is 64x larger."""
+with 2**21 against 2**20 (another). On an accelerator the chunk is :data:`DEVICE_CHUNK`."""
+
+DEVICE_CHUNK = 2**24
+"""``g`` scores per chunk of the baseline on an accelerator (16x the CPU's).
+
+Sized by memory, not measured (no GPU was at hand): a chunk holds its 0/1 selection in
+float64 and five float32 score-sized buffers (``g``, the penalties, the per-key stage's
+three), 2**24 x 28 bytes = 470 MB (about 640 MB with float64 scores), within 10% of a
+plain forward's peak for the Llama-2-7B shape at L = 32768 (about 16 GB: 13.5 GB of
+bfloat16 weights and the MLP's activations). 2**26, used before, would take 1.9 GB.
+At that shape a chunk is two heads' rows (16 draws x 15 N x 32768 keys each)."""
 
 
 @dataclass(frozen=True)
@@ -282,7 +293,7 @@ def random_counts(
     same subsets, and chunked against unchunked.
 
     Rows x draws go in chunks of about ``chunk`` scores (default ``CHUNK_ELEMENTS`` on
-    the CPU, 64x that elsewhere): a short loop over chunks, each batched over its rows,
+    the CPU, :data:`DEVICE_CHUNK` elsewhere): a short loop over chunks, each batched over its rows,
     draws and N values.
 
     ``score_dtype`` float32 with ``a`` in float64 (the default on an accelerator,
@@ -296,7 +307,7 @@ def random_counts(
     rows, length = a.shape
     draws, nn = rank.shape[1], n.shape[0]
     if chunk is None:
-        chunk = CHUNK_ELEMENTS * (1 if a.device.type == "cpu" else 64)
+        chunk = CHUNK_ELEMENTS if a.device.type == "cpu" else DEVICE_CHUNK
     # Rows first, each with all its draws where they fit: the two matmuls then have
     # draws * nn rows each and read a row's values once, not once per draw.
     per_row = draws * nn * length
