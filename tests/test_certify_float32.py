@@ -177,3 +177,35 @@ def test_float32_scores_count_exactly_with_zero_weights_and_rows(case, seed: int
     alpha /= alpha.sum()
     values[-1] = 0.0
     float32_scores_agree(alpha, values, sorted({1, length // 2, length - 1}), seed)
+
+
+def test_ieee_blocks_in_threads_restore_the_setting_last() -> None:
+    """Blocks that overlap in two threads: the setting stays "highest" until the last
+    one leaves, then the user's comes back."""
+    import threading
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    entered, release = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def other() -> None:
+        with ieee_float32():
+            entered.set()
+            release.wait(10)
+            seen.append(torch.get_float32_matmul_precision())
+
+    try:
+        worker = threading.Thread(target=other)
+        worker.start()
+        assert entered.wait(10)
+        with ieee_float32():
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.get_float32_matmul_precision() == "highest"  # the other is inside
+        release.set()
+        worker.join(10)
+        assert seen == ["highest"]
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        release.set()
+        torch.set_float32_matmul_precision(before)

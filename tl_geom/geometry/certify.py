@@ -25,9 +25,11 @@ are what the float scores say. Else the row is flagged and recounted exactly.
 """
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -158,20 +160,32 @@ def mixed_scores_fit(w: Tensor, score_dtype: torch.dtype) -> float | None:
     return a_max if fits and math.isfinite(a_max) else None
 
 
+_ieee_lock = threading.Lock()
+_ieee_state: dict[str, Any] = {"inside": 0, "before": None}
+
+
 @contextmanager
 def ieee_float32() -> Iterator[None]:
     """float32 matmuls in IEEE float32 within the block, as the bounds here assume.
 
     ``torch.set_float32_matmul_precision("high")`` (or ``allow_tf32``) lets cuBLAS use
     TF32 and oneDNN bfloat16 for float32 matmuls: 10 or 8 bits of mantissa, not 24, which
-    no float32 bound covers. The user's setting is restored after the block.
+    no float32 bound covers. The setting is process-wide, so blocks in several threads
+    share one: the first to enter saves the user's setting, the last to leave restores
+    it, and none leaves it lowered while another is still inside.
     """
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    with _ieee_lock:
+        if _ieee_state["inside"] == 0:
+            _ieee_state["before"] = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("highest")
+        _ieee_state["inside"] += 1
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(before)
+        with _ieee_lock:
+            _ieee_state["inside"] -= 1
+            if _ieee_state["inside"] == 0:
+                torch.set_float32_matmul_precision(_ieee_state["before"])
 
 
 MASKED_SLOT = "certified_masked"
