@@ -284,11 +284,11 @@ def random_counts(
         g_k = <2 s, y_k> - ||y_k||^2               (one matmul with a per-key bias)
         #FP = #{k : g_k >= min_J g} - N            (every member of J attains >= its min)
         #TP = #{k : g_k >  max_{k not in J} g}     (no non-member exceeds its own max)
-    These are :func:`tl_geom.geometry.top_n.separation`'s counts without its selection-mask
+    These are :func:`tl_geom.geometry.top_n.separate`'s counts without its selection-mask
     passes, which the identities above make unnecessary here because every ``J`` has
     exactly N keys and every key is present; nor does the baseline need the keys that
     attain the thresholds (for the radii, which it does not report). 15-25% faster than
-    calling ``separation`` at L = 1024, 6-8% at 8192 (9 heads, interleaved runs).
+    calling ``separate`` at L = 1024, 6-8% at 8192 (9 heads, interleaved runs).
     tests/test_geometry.py checks the result against exact rational arithmetic on the
     same subsets, and chunked against unchunked.
 
@@ -332,8 +332,7 @@ def random_counts(
     if score_dtype != a.dtype:
         a_max = mixed_scores_fit(w, score_dtype)
     mixed = a_max is not None
-    if mixed:
-        assert score_dtype is not None and a_max is not None
+    if a_max is not None:
         y_b_s = y_b.to(score_dtype)  # [y | -||y||^2] rounded once: in the bound
         scale, tiny, extra = mixed_bounds(d, int(n.max()), score_dtype, a.dtype, a_max)
     else:

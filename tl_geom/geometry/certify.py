@@ -237,7 +237,7 @@ def certified_counts(
     ``flagged`` rows hold a key within ``2E`` of a threshold: recount them exactly.
     ``g_rest``: ``g`` on ``rest`` and -inf elsewhere, where the caller has formed it
     (skips one pass). The mask form of :func:`window_counts`, which the top-N and
-    all-query selections call with the sets as penalties (``top_n.separation``).
+    all-query selections call with the sets as penalties (``top_n.separate``).
     """
     shape = tuple(g.shape)
     inf = torch.tensor(torch.inf, dtype=g.dtype, device=g.device)

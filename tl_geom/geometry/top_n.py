@@ -181,28 +181,10 @@ def separation_counts(
     Returns:
         ``(precision, recall, f1, g_min_selected, g_max_rest)``, each ``[*lead, nn]``.
     """
-    false_pos, true_pos, g_min_sel, g_max_rest = separation(g, selected, n, key_mask)[:4]
-    return (*scores_from_counts(false_pos, true_pos, n, g.dtype), g_min_sel, g_max_rest)
-
-
-def separation(
-    g: Float[Tensor, "*lead nn key"],
-    selected: Bool[Tensor, "*lead nn key"],
-    n: Int[Tensor, " nn"],
-    key_mask: Bool[Tensor, "*lead key"] | None = None,
-    bound: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """:func:`separation_counts` plus the keys attaining the thresholds (any on ties).
-
-    With ``bound`` (``E [*lead, nn]`` or broadcastable, see ``certify.py``) the counts
-    are certified and the last returned tensor flags the rows to recount exactly;
-    without, it is all False and the counts are what the float scores say. ``n`` is
-    not read (the sets are the masks); kept for the callers' symmetry.
-    """
-    del n
-    sel = selected.to(g.dtype)
     present = key_mask.unsqueeze(-2) if key_mask is not None else None
-    return separate(g, sel, present, bound)
+    counts = separate(g, selected.to(g.dtype), present, None)
+    false_pos, true_pos, g_min_sel, g_max_rest = counts[:4]
+    return (*scores_from_counts(false_pos, true_pos, n, g.dtype), g_min_sel, g_max_rest)
 
 
 def separate(
@@ -211,7 +193,12 @@ def separate(
     present: Bool[Tensor, "*lead 1 key"] | None,
     bound: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """:func:`separation` from the selection as 0/1 floats in ``g``'s dtype.
+    """``(#FP, #TP, min_I g, max_rest g, far, near, flagged)`` of 0/1 float selections.
+
+    ``sel`` is in ``g``'s dtype; ``far``, ``near`` are the keys attaining the thresholds
+    (any on ties). With ``bound`` (``E [*lead, nn]`` or broadcastable, see ``certify.py``)
+    the counts are certified and ``flagged`` marks the rows to recount exactly; without,
+    it is all False and the counts are what the float scores say.
 
     The sets become penalties, ``-inf`` on I and ``+inf`` off it (formed in place in
     ``sel``, whose buffer then takes the comparisons): ``max(g, pen)`` is ``g`` on I and
@@ -310,8 +297,8 @@ def selection_metrics(
     bound = score_bound(
         w, v.shape[-1], int(n.max()), g_dtype=g.dtype, s_dtype=g.dtype, key_mask=key_mask
     ).unsqueeze(-1)
-    present = key_mask.unsqueeze(-2) if key_mask is not None else None
-    false_pos, true_pos, _, _, far, near, flagged = separate(g, sel, present, bound)
+    present_keys = key_mask.unsqueeze(-2) if key_mask is not None else None
+    false_pos, true_pos, _, _, far, near, flagged = separate(g, sel, present_keys, bound)
     if bool(flagged.any()):
         a64, v64 = exact_inputs if exact_inputs is not None else (a, v)
         idx = torch.nonzero(flagged)  # [F, 3]: (b, c, m)
