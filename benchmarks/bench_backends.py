@@ -11,7 +11,9 @@ Side by side in one run, per context length L (War and Peace window 1, final que
      skipped at L above ``--hooks-max`` (at 8192 it takes minutes);
   e. (b) with ``draws = 0``: every metric but the random baseline;
   f. (b) with ``queries = "all"``: all-query maps (chunked, float64) and the baseline on
-     16 rows, once, at L up to ``--all-max``.
+     16 rows, once, at L up to ``--all-max``;
+  g. (b) and (f) with the torch counting passes instead of numba's fused loops
+     (``geometry/kernels.py``; only where numba is installed): what the loops save.
 
 Then the peak RSS of one ``sdpa`` window at ``--long-ctx`` in a fresh process
 (``getrusage`` max RSS, model load included). Device: cuda when available and
@@ -35,6 +37,7 @@ from typing import Any
 
 import torch
 
+from tl_geom.geometry import kernels
 from tl_geom.jobs.config import default_n
 from tl_geom.jobs.window import WindowSpec, run_window
 from tl_geom.lens.data import load_corpus, token_windows
@@ -110,14 +113,24 @@ def measure(
         "sdpa": lambda: run_window(fused, tokens, spec, 1),
         "sdpa0": lambda: run_window(fused, tokens, replace(spec, draws=0), 1),
     }
+    loops = kernels.enabled(tokens.new_zeros(1, dtype=torch.float64))
+    if loops:
+
+        def torch_passes() -> None:
+            with kernels.use_numba(False):
+                run_window(fused, tokens, spec, 1)
+
+        fns["sdpa_torch"] = torch_passes
     if bridge is not None:
         fns["hooks"] = lambda: run_window(bridge, tokens, spec, 1)
     t = timed(fns, rep)
     if all_queries:  # minutes: once, no warm-up (the model is warm)
-        gc.collect()
-        t0 = time.perf_counter()
-        run_window(fused, tokens, replace(spec, queries="all"), 1)
-        t["all"] = time.perf_counter() - t0
+        for key, on in (("all", True), ("all_torch", False))[: 2 if loops else 1]:
+            gc.collect()
+            t0 = time.perf_counter()
+            with kernels.use_numba(on and loops):
+                run_window(fused, tokens, replace(spec, queries="all"), 1)
+            t[key] = time.perf_counter() - t0
     return t
 
 
@@ -126,6 +139,8 @@ COLUMNS = {
     "sdpa": "run_window sdpa",
     "sdpa0": "sdpa, draws 0",
     "all": "sdpa, all queries",
+    "sdpa_torch": "sdpa, torch passes",
+    "all_torch": "all queries, torch passes",
     "hooks": "run_window hooks",
 }
 
@@ -149,7 +164,8 @@ def main() -> int:
         return 0
     print(
         f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"CUDA {'available' if torch.cuda.is_available() else 'not available'}"
+        f"CUDA {'available' if torch.cuda.is_available() else 'not available'}; counting "
+        f"loops: {'numba' if kernels.enabled(torch.zeros(1)) else 'torch passes'}"
     )
     fused = load_fused_model("smollm2-135m", device=args.device)
     bridge = load_model("smollm2-135m", device=args.device)

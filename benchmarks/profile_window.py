@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 import tl_geom.geometry.baseline as baseline
+import tl_geom.geometry.kernels as kernels
 import tl_geom.geometry.top_n as top_n
 import tl_geom.jobs.window as window
 from tl_geom.jobs.config import default_n
@@ -130,7 +131,11 @@ def main() -> int:
     except ImportError:
         print("no tl_geom.geometry.fused here: eager code of this checkout")
     model = load_fused_model("smollm2-135m")
-    print(f"torch {torch.__version__}, {args.threads} threads, compiled kernel {args.compile}")
+    loops = "numba" if kernels.enabled(torch.zeros(1)) else "torch"
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, compiled kernel {args.compile}, "
+        f"counting loops {loops}"
+    )
     for ctx in (int(c) for c in args.ctx.split(",")):
         alphas, values, plain = capture(model, ctx)
         FLAGS[:] = [0, 0]

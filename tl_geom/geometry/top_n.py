@@ -36,6 +36,7 @@ from torch import Tensor
 
 from tl_geom._checks import ROW_SUM_ATOL, check_n, check_values, check_weights
 from tl_geom._shapes import unpack_n
+from tl_geom.geometry import kernels
 from tl_geom.geometry.certify import (
     MASKED_SLOT,
     WORK_SLOT,
@@ -207,6 +208,8 @@ def separate(
     ``where(selected, g, inf)`` and ``where(rest, g, -inf)``, at a fifth to a third of
     the time of a select on a bool mask (1.0-1.8 against 5 ms for ``[9, 64, 10, 544]``).
     ``g`` on I and ``g`` on the rest are kept buffers (``WORK_SLOT``, ``MASKED_SLOT``).
+    :func:`tl_geom.geometry.kernels.selection_counts` is the same, bit for bit, in a
+    fused loop (both take the first key on ties).
     """
     shape = tuple(g.shape)
     inf = float("inf")
@@ -279,7 +282,8 @@ def selection_metrics(
     # (ranks as floats, exact below 2**53: an int64 comparison into a float buffer took
     # 2.6 ms per all-query chunk, a float one 0.5 ms)
     sel = scratch(SEL_SLOT, shape, a.dtype, a.device)
-    sel = torch.lt(rank.to(a.dtype).unsqueeze(-2), n.to(a.dtype).view(-1, 1), out=sel)
+    rank_f = rank.to(a.dtype)
+    sel = torch.lt(rank_f.unsqueeze(-2), n.to(a.dtype).view(-1, 1), out=sel)
     masked = torch.mul(sel, a_m, out=scratch(WORK_SLOT, shape, a.dtype, a.device))
     s = torch.einsum("bcmk,bkd->bcmd", masked, v)
     # g = a * (2 <s, v> - a ||v||^2), in place on the matmul's output: <2s, v> is 2<s, v>
@@ -297,8 +301,12 @@ def selection_metrics(
     bound = score_bound(
         w, v.shape[-1], int(n.max()), g_dtype=g.dtype, s_dtype=g.dtype, key_mask=key_mask
     ).unsqueeze(-1)
-    present_keys = key_mask.unsqueeze(-2) if key_mask is not None else None
-    false_pos, true_pos, _, _, far, near, flagged = separate(g, sel, present_keys, bound)
+    # numba's fused loop on the CPU where installed (the same results bit for bit)
+    counts = kernels.selection_counts(g, rank_f, n, key_mask, bound) if kernels.enabled(g) else None
+    if counts is None:
+        present_keys = key_mask.unsqueeze(-2) if key_mask is not None else None
+        counts = separate(g, sel, present_keys, bound)
+    false_pos, true_pos, _, _, far, near, flagged = counts
     if bool(flagged.any()):
         a64, v64 = exact_inputs if exact_inputs is not None else (a, v)
         idx = torch.nonzero(flagged)  # [F, 3]: (b, c, m)

@@ -1,0 +1,169 @@
+"""numba's fused counting loops against the torch passes they replace, bit for bit.
+
+``geometry/kernels.py`` claims the same IEEE operations in the same order as
+``fused.key_passes`` and ``top_n.separate``: every count, threshold, attaining key and
+flag must be equal, on exact ties, near-ties, keys of very different norms, absent
+keys and empty rests, in float64 and float32; and the metrics built on them must not
+change when the loops are switched off.
+"""
+
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tl_geom.geometry import kernels
+from tl_geom.geometry.all_queries import separability_all_queries
+from tl_geom.geometry.baseline import random_separability
+from tl_geom.geometry.fused import baseline_passes, key_passes
+from tl_geom.geometry.top_n import separability, separate, sorted_rank
+
+pytest.importorskip("numba")
+
+DTYPES = [torch.float64, torch.float32]
+
+
+def same(got: Any, want: Any) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(got, want, strict=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([0.0, 1e-12, 1e-3, 0.4]),
+    st.sampled_from(DTYPES),
+    st.booleans(),
+)
+def test_selection_loop_equals_the_torch_passes(seed: int, bound: float, dtype, masked) -> None:
+    """``kernels.selection_counts`` is ``top_n.separate`` with a bound: counts,
+    thresholds, the first keys attaining them, flags; with tied weights (so tied ranks
+    broken by position), tied and near-tied scores, absent keys, an empty rest and
+    an N that takes every key."""
+    gen = torch.Generator().manual_seed(seed)
+    b, c, length = 2, 3, 29
+    g = torch.randint(-4, 5, (b, c, 5, length), generator=gen).to(dtype) / 2  # exact ties
+    g[..., 3] = g[..., 4] + 1e-7  # near-ties
+    a = torch.randint(0, 3, (b, c, length), generator=gen).double()
+    _, rank = sorted_rank(a)
+    n = torch.tensor([1, 2, 7, 20, length])  # N = L: the rest is empty
+    rank_f = rank.double()
+    key_mask = None
+    if masked:
+        key_mask = torch.rand(b, c, length, generator=gen) < 0.7
+        key_mask[..., :3] = True
+    e = torch.rand(b, c, 1, generator=gen, dtype=torch.float64) * bound
+    sel = (rank_f.unsqueeze(-2) < n.double().view(-1, 1)).to(dtype)
+    present = key_mask.unsqueeze(-2) if key_mask is not None else None
+    want = separate(g, sel, present, e)
+    got = kernels.selection_counts(g, rank_f, n, key_mask, e)
+    assert got is not None and same(got, want)
+    assert bool(want[-1].any()) or bound == 0.0  # the flags are exercised
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1), st.sampled_from([1e-14, 1e-6, 1e-3, 1e-1]), st.sampled_from(DTYPES)
+)
+def test_key_loop_equals_key_passes(seed: int, scale: float, dtype) -> None:
+    """``kernels.baseline_counts`` is ``fused.key_passes``: counts and flags, with exact
+    ties, near-ties and a sink's long value, float64 and float32 scores."""
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(2, 3, 4, 32, generator=gen, dtype=torch.float64)
+    g[..., 5] = g[..., 6]
+    g[..., 7] = g[..., 8] + 1e-9
+    g = g.to(dtype)
+    rank = torch.stack([torch.randperm(32, generator=gen) for _ in range(6)]).view(2, 3, 32)
+    rank = rank.double()
+    n = torch.tensor([1, 3, 16, 31])
+    w = torch.rand(2, 1, 1, 32, generator=gen, dtype=torch.float64) * 1e-2
+    w[..., 0] = 10.0
+    a_sel = torch.rand(2, 3, 4, 1, generator=gen, dtype=torch.float64) * 20
+    tiny = 1e-300 if dtype == torch.float64 else 1e-36
+    want = key_passes(g, rank, n, w, a_sel, scale, tiny)
+    got = kernels.baseline_counts(g, rank, n, w, a_sel, scale, tiny)
+    assert got is not None and same(got, want)
+    with kernels.use_numba(True):
+        assert same(baseline_passes(g, rank, n, w, a_sel, scale, tiny), want)
+
+
+def tied_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A causal pattern with tied weights and coincident value rows (flags and rechecks)."""
+    gen = torch.Generator().manual_seed(seed)
+    length = 24
+    scores = torch.randint(0, 3, (3, length, length), generator=gen).double()
+    pattern = scores.masked_fill(torch.ones(length, length).triu(1).bool(), -torch.inf)
+    pattern = pattern.softmax(-1)
+    values = torch.randn(3, length, 8, generator=gen, dtype=torch.float64)
+    values[:, 5] = values[:, 2]
+    return pattern, values
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_metrics_equal_with_and_without_the_loops(seed: int) -> None:
+    """Top-N (final query), every query, and the baseline in both score dtypes: the
+    same tensors with numba's loops as with the torch passes."""
+    pattern, values = tied_inputs(seed)
+    n = [1, 2, 4, 8]
+
+    def run() -> list[torch.Tensor]:
+        top = separability(pattern[:, -1], values, n)
+        every = separability_all_queries(pattern, values, n)
+        base = [random_separability(pattern[:, -1], values, n, score_dtype=dt) for dt in DTYPES]
+        out = [top.precision, top.recall, top.r_max, top.r_min]
+        out += [every.precision, every.recall, every.r_max, every.r_min]
+        for r in base:
+            out += [r.precision, r.recall, r.f1_std]
+        return out
+
+    with kernels.use_numba(True):
+        got = run()
+    with kernels.use_numba(False):
+        want = run()
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_failed_compile_warns_and_falls_back(monkeypatch: Any) -> None:
+    """A loop that cannot compile warns once, switches the loops off, and the torch
+    passes give the counts; ``use_numba`` restores the previous choice after its block."""
+    gen = torch.Generator().manual_seed(3)
+    g = torch.randn(2, 3, 2, 16, generator=gen, dtype=torch.float64)
+    rank = torch.stack([torch.randperm(16, generator=gen) for _ in range(6)]).view(2, 3, 16)
+    n = torch.tensor([1, 4])
+    args = (torch.ones(2, 1, 1, 16, dtype=torch.float64), torch.ones(2, 3, 2, 1), 1e-13, 0.0)
+    want = key_passes(g, rank.double(), n, *args)
+
+    def broken(_name: str) -> Any:
+        def fail(*_a: Any) -> None:
+            raise RuntimeError("no LLVM here")
+
+        return fail
+
+    monkeypatch.setattr(kernels, "_jit", broken)
+    with kernels.use_numba(True):
+        assert kernels.enabled(g)
+        with pytest.warns(UserWarning, match="no LLVM here"):
+            got = baseline_passes(g, rank.double(), n, *args)
+        assert not kernels.enabled(g)
+    assert same(got, want)
+
+
+def test_the_loops_compile_under_the_test_import_hook() -> None:
+    """The type-checking import hook of the tests wraps every function; the loops are
+    compiled from the unwrapped ones (else every test above would test the fallback)."""
+    g = torch.zeros(1, 1, 1, 4, dtype=torch.float64)
+    with kernels.use_numba(True):
+        got = kernels.baseline_counts(
+            g,
+            torch.arange(4.0).view(1, 1, 4),
+            torch.tensor([1]),
+            torch.ones(1, 1, 1, 4, dtype=torch.float64),
+            torch.ones(1, 1, 1, 1, dtype=torch.float64),
+            1e-16,
+            0.0,
+        )
+        assert got is not None and kernels.enabled(g)
+    assert kernels._compiled["key"].signatures  # compiled, not interpreted
+    assert not kernels.enabled(torch.zeros(1, device="meta"))  # CPU only
