@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tl_geom.geometry import kernels
 from tl_geom.geometry.all_queries import separability_all_queries
-from tl_geom.geometry.baseline import random_separability
+from tl_geom.geometry.baseline import random_ranks, random_separability
 from tl_geom.geometry.fused import baseline_passes, key_passes
 from tl_geom.geometry.top_n import separability, separate, sorted_rank
 
@@ -167,3 +167,56 @@ def test_the_loops_compile_under_the_test_import_hook() -> None:
         assert got is not None and kernels.enabled(g)
     assert kernels._compiled["key"].signatures  # compiled, not interpreted
     assert not kernels.enabled(torch.zeros(1, device="meta"))  # CPU only
+
+
+def torch_ranks(u: torch.Tensor) -> torch.Tensor:
+    """The inverse of a stable argsort, literally."""
+    order = torch.argsort(u, dim=-1, stable=True)
+    return torch.argsort(order, dim=-1, stable=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 300), st.integers(1, 4))
+def test_bucket_ranks_equal_a_stable_sort(seed: int, length: int, draws: int) -> None:
+    """``random_ranks`` by numba's bucket sort gives the torch path's ranks bit for bit."""
+    with kernels.use_numba(True):
+        got = random_ranks((2, 3), length, draws=draws, seed=seed)
+    with kernels.use_numba(False):
+        want = random_ranks((2, 3), length, draws=draws, seed=seed)
+    assert torch.equal(got, want)
+
+
+def test_bucket_ranks_on_ties_zeros_and_crowded_buckets() -> None:
+    """Tied ``u`` rank by position; 0, values next to 1 and every value in one bucket
+    (the slow case of the bucket sort) still give the stable sort's ranks."""
+    gen = torch.Generator().manual_seed(5)
+    u = torch.rand(4, 64, generator=gen, dtype=torch.float64)
+    u[0, 10] = u[0, 20] = u[0, 30]  # ties
+    u[1, :8] = 0.0
+    u[1, 8:12] = 1.0 - 2.0**-53  # the largest float64 below 1
+    u[2] = u[2] * 1e-6  # all in the first bucket
+    u[3] = torch.tensor(0.5, dtype=torch.float64)  # all equal
+    got = kernels.ranks_of_uniforms(u)
+    assert got is not None and torch.equal(got, torch_ranks(u))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([[1, 2, 4, 8], [5, 1, 5, 30], [31]]))
+def test_subset_sums_are_the_masked_sums(seed: int, ns: list[int]) -> None:
+    """Running sums in rank order are the masked sums ``sel @ y`` within the bound of a
+    float64 sum of N terms (unsorted and repeated N too), and exact on integers."""
+    gen = torch.Generator().manual_seed(seed)
+    length = 32
+    y = torch.randn(2, length, 5, generator=gen, dtype=torch.float64)
+    rank = random_ranks((2,), length, draws=3, seed=seed).double()
+    n = torch.tensor(ns)
+    sel = (rank.unsqueeze(-2) < n.double().view(-1, 1)).double()
+    want = torch.einsum("btjk,bke->btje", sel, y)
+    got = kernels.subset_sums(y, rank, n)
+    assert got is not None
+    bound = 40 * 2.0**-53 * torch.einsum("btjk,bke->btje", sel, y.abs())
+    assert bool(((got - want).abs() <= bound).all())
+    y_int = y.round()  # integers: every order sums exactly
+    got_int = kernels.subset_sums(y_int, rank, n)
+    assert got_int is not None
+    assert torch.equal(got_int, torch.einsum("btjk,bke->btje", sel, y_int))

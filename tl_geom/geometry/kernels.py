@@ -31,7 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["baseline_counts", "enabled", "selection_counts", "use_numba"]
+__all__ = [
+    "baseline_counts",
+    "enabled",
+    "ranks_of_uniforms",
+    "selection_counts",
+    "subset_sums",
+    "use_numba",
+]
 
 numba: Any = None
 """The numba module once a loop is first compiled (importing it takes about 0.5 s)."""
@@ -187,6 +194,69 @@ def _selection_loop(
         t_max[e] = g[e, i_rest] if i_rest < length else -np.inf
 
 
+def _rank_loop(u: Any, rank: Any) -> None:
+    """``rank[r, k] = #{k' : (u_k', k') < (u_k, k)}`` per row: a stable sort's inverse.
+
+    ``u`` in ``[0, 1)``: a counting sort into ``L`` buckets by ``floor(u L)`` (exact and
+    monotone: ``L u`` is only rounded, never reordered), keys in index order within a
+    bucket, then one insertion pass, stable (a key moves only past strictly larger
+    ones), whose work is the few inversions inside buckets: ``O(L)`` per row for
+    uniform ``u``, where a comparison sort is ``O(L log L)``. Any ``u`` gives the
+    right ranks; only the time depends on their spread.
+    """
+    rows, length = u.shape
+    for r in numba.prange(rows):
+        start = np.zeros(length + 1, np.int64)
+        for k in range(length):
+            start[min(int(u[r, k] * length), length - 1) + 1] += 1
+        for b in range(length):
+            start[b + 1] += start[b]
+        order = np.empty(length, np.int64)
+        for k in range(length):
+            b = min(int(u[r, k] * length), length - 1)
+            order[start[b]] = k
+            start[b] += 1
+        for i in range(1, length):
+            k, x, j = order[i], u[r, order[i]], i
+            while j > 0 and u[r, order[j - 1]] > x:
+                order[j] = order[j - 1]
+                j -= 1
+            order[j] = k
+        for i in range(length):
+            rank[r, order[i]] = i
+
+
+def _subset_loop(y: Any, rank: Any, n: Any, draws: int, s: Any) -> None:
+    """``s[b, t, j] = sum_{k : rank[b, t, k] < n[j]} y[b, k]``: running sums in rank order.
+
+    The subsets of one draw are nested (:func:`tl_geom.geometry.baseline.random_ranks`),
+    so one pass over the first ``max(n)`` keys in rank order gives every N's sum.
+    """
+    rows, length = rank.shape
+    nn, width, n_max = n.shape[0], y.shape[2], 0
+    for j in range(nn):
+        n_max = max(n_max, n[j])
+    for r in numba.prange(rows):
+        y_head = y[r // draws]
+        order = np.empty(n_max, np.int64)  # the keys of ranks 0 .. max(n) - 1
+        for k in range(length):
+            at = int(rank[r, k])
+            if at < n_max:
+                order[at] = k
+        stop = np.zeros(n_max + 1, np.bool_)  # the running sum is some n_j's sum here
+        for j in range(nn):
+            stop[n[j]] = True
+        acc = np.zeros(width, y.dtype)
+        for i in range(n_max):
+            row = y_head[order[i]]
+            for c in range(width):
+                acc[c] += row[c]
+            if stop[i + 1]:
+                for j in range(nn):
+                    if n[j] == i + 1:
+                        s[r, j, :] = acc
+
+
 _compiled: dict[str, Any] = {}
 
 
@@ -203,7 +273,13 @@ def _jit(name: str) -> Any:
     if fn is None:
         _load()
         # unwrapped: tests' import hook wraps every function in a runtime type check
-        loop = inspect.unwrap({"key": _key_loop, "selection": _selection_loop}[name])
+        loops = {
+            "key": _key_loop,
+            "selection": _selection_loop,
+            "rank": _rank_loop,
+            "subset": _subset_loop,
+        }
+        loop = inspect.unwrap(loops[name])
         fn = numba.njit(parallel=True, cache=True, nogil=True)(loop)
         _compiled[name] = fn
     return fn
@@ -287,3 +363,48 @@ def selection_counts(
         _fail(err)
         return None
     return outs
+
+
+def ranks_of_uniforms(u: Tensor) -> Tensor | None:
+    """Each key's rank in its row of ``u [..., L]`` (float64 in ``[0, 1)``), or None.
+
+    What ``torch.argsort(u, stable=True)`` and its inverse permutation give, bit for bit
+    (ties in ``u`` by position), in 0.95 against 4.9 ms for ``[144, 1024]`` at 2
+    threads (:func:`tl_geom.geometry.baseline.random_ranks`' draws of one layer).
+    """
+    length = u.shape[-1]
+    rank = torch.empty(u.shape, dtype=torch.int64)
+    try:
+        _threads()
+        _jit("rank")(_np(u.reshape(-1, length)), rank.numpy().reshape(-1, length))
+    except Exception as err:
+        _fail(err)
+        return None
+    return rank
+
+
+def subset_sums(y: Tensor, rank: Tensor, n: Tensor) -> Tensor | None:
+    """``[b, t, nn, e]`` sums of ``y [b, L, e]`` over ``{k : rank[b, t, k] < n_j}``, or None.
+
+    ``rank [b, t, L]`` holds permutations of ``0..L-1`` (any real dtype, exact). The
+    baseline's masked sum ``sel @ [y | w]`` (``baseline.random_counts``) summed in
+    another order: within the same certified bound (a sum of N terms in any order
+    rounds by at most ``gamma_N`` of their absolute sum), so the same counts: 1.5 ms
+    against 6.4 ms for the selection and masked matmul (9 heads, 16 draws, 10 N,
+    L = 1024, 2 threads).
+    """
+    b, t, length = rank.shape
+    out = torch.empty((b, t, n.shape[0], y.shape[-1]), dtype=y.dtype)
+    try:
+        _threads()
+        _jit("subset")(
+            _np(y),
+            _np(rank.reshape(-1, length)),
+            _np(n.to(torch.int64)),
+            t,
+            out.numpy().reshape(b * t, n.shape[0], y.shape[-1]),
+        )
+    except Exception as err:
+        _fail(err)
+        return None
+    return out
