@@ -1,22 +1,29 @@
-"""The certified counting passes as fused CPU loops, compiled by numba where installed.
+"""The baseline's and the selections' hot loops, compiled for the CPU by numba.
 
 The counts of P and R (``certify.py``) are a handful of elementwise passes over the
 ``[..., N, L]`` scores: thresholds over the selection and the rest, then four
 comparisons. In torch each pass reads and writes a whole score-sized buffer; here one
 loop per score row takes both thresholds in a first sweep and the four counts in a
 second, while the row (8 KiB at L = 1024) is in cache. Measured at L = 1024, 2 threads:
-the baseline's passes of one layer (9 heads, 16 draws, 10 N) 2.3 against 7.1 ms eager,
-the top-N passes of one all-query layer (``benchmarks/bench_separability.py``) in the
-module's figures below.
+the baseline's passes of one layer (9 heads, 16 draws, 10 N) 2.3 against 7.1 ms, an
+all-query chunk ``[9, 64, 10, 1024]`` 8 against 55-64 ms. Two more loops serve the
+baseline: its random ranks (a bucket sort, :func:`ranks_of_uniforms`) and its subset
+sums (running sums over the nested subsets, :func:`subset_sums`).
 
-The loops perform the same IEEE operations in the same order as the torch passes they
-replace (:func:`tl_geom.geometry.fused.key_passes` and :func:`tl_geom.geometry.top_n.separate`
-with a bound), with no fast-math and no contraction to FMA, so counts, thresholds,
-attaining keys and flags are theirs bit for bit (tests/test_kernels.py). numba is the
-``fast`` extra (``pip install tl-geom[fast]``; ``make venv`` installs it). Without it,
-or with ``TL_GEOM_NUMBA=0`` in the environment, or on an accelerator, the torch passes
-run. Compiling takes 1-2 s per dtype on first use; numba caches the machine code on
-disk for later processes.
+The counting loops perform the same IEEE operations in the same order as the torch
+passes they replace (:func:`tl_geom.geometry.fused.key_passes` and
+:func:`tl_geom.geometry.top_n.separate` with a bound), with no fast-math and no
+contraction to FMA, so counts, thresholds, attaining keys and flags are theirs bit for
+bit; the ranks are the stable sort's; the subset sums round differently from the
+masked matmul, within the same certified bound, so the counts are the same
+(tests/test_kernels.py). numba is the ``fast`` extra (``pip install tl-geom[fast]``;
+``make venv`` installs it), imported on first use. Without it, with ``TL_GEOM_NUMBA=0``
+in the environment, on an accelerator, or when a loop fails to compile (a warning, once),
+the torch passes run. Compiling takes 1-2 s per dtype on first use; numba caches the
+machine code on disk for later processes. numba's threads follow torch's
+(``torch.set_num_threads``); its OpenMP layer is thread-safe but, GNU's, not fork-safe:
+a program that forks workers after the loops ran should set ``TL_GEOM_NUMBA=0``.
+docs/performance.md has the figures.
 """
 
 import importlib.util
@@ -31,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tl_geom.geometry import numba_loops
+
 __all__ = [
     "baseline_counts",
     "enabled",
@@ -40,8 +49,6 @@ __all__ = [
     "use_numba",
 ]
 
-numba: Any = None
-"""The numba module once a loop is first compiled (importing it takes about 0.5 s)."""
 
 _state: dict[str, Any] = {
     "on": importlib.util.find_spec("numba") is not None  # the ``fast`` extra
@@ -67,9 +74,8 @@ def use_numba(on: bool) -> Iterator[None]:
 
 def _threads() -> None:
     """Numba's threads follow torch's (``torch.set_num_threads``), within its pool."""
-    _load()
-    pool = int(numba.config.NUMBA_NUM_THREADS)  # pyright: ignore[reportPrivateImportUsage, reportAttributeAccessIssue]
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), pool)))
+    numba = _load()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 def _fail(err: Exception) -> None:
@@ -77,207 +83,28 @@ def _fail(err: Exception) -> None:
     _state["on"] = False
 
 
-def _key_loop(
-    g: Any,
-    rank: Any,
-    w: Any,
-    a_sel: Any,
-    n: Any,
-    draws: int,
-    scale: Any,
-    tiny: Any,
-    fp: Any,
-    tp: Any,
-    flag: Any,
-) -> None:
-    """:func:`tl_geom.geometry.fused.key_passes` per score row ``e`` (``[b t nn]`` flat).
-
-    ``e_k = (w_k + 2 A_J) w_k scale + tiny`` as torch forms it (``2 A_J`` exact), in
-    ``g``'s dtype (``scale``, ``tiny`` given in it, so no operation widens).
-    """
-    entries, length = g.shape
-    nn = n.shape[0]
-    for e in numba.prange(entries):
-        big_n = n[e % nn]
-        row = e // nn
-        head = row // draws
-        a2 = a_sel[e] + a_sel[e]
-        t_min_lo, t_min_hi = np.inf, np.inf
-        t_max_lo, t_max_hi = -np.inf, -np.inf
-        for k in range(length):  # branch-free: the selection is random along a row
-            wk = w[head, k]
-            ek = (wk + a2) * wk * scale + tiny
-            lo, hi = g[e, k] - ek, g[e, k] + ek
-            on = rank[row, k] < big_n
-            t_min_lo = min(t_min_lo, lo if on else np.inf)
-            t_min_hi = min(t_min_hi, hi if on else np.inf)
-            t_max_lo = max(t_max_lo, -np.inf if on else lo)
-            t_max_hi = max(t_max_hi, -np.inf if on else hi)
-        wide, narrow, true_pos, touch = 0, 0, 0, 0
-        for k in range(length):
-            wk = w[head, k]
-            ek = (wk + a2) * wk * scale + tiny
-            lo, hi = g[e, k] - ek, g[e, k] + ek
-            wide += hi >= t_min_lo
-            narrow += lo > t_min_hi
-            true_pos += lo > t_max_hi
-            touch += hi >= t_max_lo
-        fp[e] = wide - big_n
-        tp[e] = true_pos
-        flag[e] = (wide - narrow != 1) or (touch - true_pos != 1)
-
-
-def _selection_loop(
-    g: Any,
-    rank: Any,
-    n: Any,
-    present: Any,
-    rows_per_mask: int,
-    e2: Any,
-    lowest: Any,
-    fp: Any,
-    tp: Any,
-    t_min: Any,
-    t_max: Any,
-    far: Any,
-    near: Any,
-    flag: Any,
-) -> None:
-    """``top_n.separate`` with a bound, per score row ``e`` (``[rows nn]`` flat).
-
-    The selection of row ``e`` is ``rank[e // nn] < n[e % nn]`` (one rank row shared by
-    the N values, read from cache), its present keys ``present[e // rows_per_mask]``.
-    Thresholds and attaining keys as ``min``/``max`` over the penalised rows (the first
-    key on ties, as torch's); the counts as ``certify.window_counts`` forms them, the
-    keys off a set counted as the +-inf they hold there.
-    """
-    entries, length = g.shape
-    nn = n.shape[0]
-    for e in numba.prange(entries):
-        row, big_n, p = e // nn, n[e % nn], e // rows_per_mask
-        # Sweep 1, the two thresholds: selects and min/max, no branch (the selection
-        # is random along a row, a branch on it mispredicts; this loop vectorises).
-        lo_sel, hi_rest, n_sel = np.inf, -np.inf, 0
-        for k in range(length):
-            gk = g[e, k]
-            on = rank[row, k] < big_n
-            rest = (~on) & present[p, k]
-            n_sel += on
-            lo_sel = min(lo_sel, gk if on else np.inf)
-            hi_rest = max(hi_rest, gk if rest else -np.inf)
-        bound = e2[e]
-        lo_min, hi_min = max(lo_sel - bound, lowest), max(lo_sel + bound, lowest)
-        lo_max, hi_max = max(hi_rest - bound, lowest), max(hi_rest + bound, lowest)
-        # Sweep 2, the four counts and the first key attaining each threshold.
-        false_pos, wide, true_pos, touch = 0, 0, 0, 0
-        i_sel, i_rest = length, length
-        for k in range(length):
-            gk = g[e, k]
-            on = rank[row, k] < big_n
-            rest = (~on) & present[p, k]
-            true_pos += on & (gk > hi_max)
-            touch += on & (gk >= lo_max)
-            false_pos += rest & (gk >= lo_min)
-            wide += rest & (gk > hi_min)
-            i_sel = min(i_sel, k if on & (gk == lo_sel) else length)
-            i_rest = min(i_rest, k if rest & (gk == hi_rest) else length)
-        # the +inf off the selection count as torch counts them, then n_off comes off
-        n_off = length - n_sel
-        true_pos += n_off * (np.inf > hi_max) - n_off
-        touch += n_off * (np.inf >= lo_max) - n_off
-        fp[e], tp[e] = false_pos, true_pos
-        flag[e] = (wide != false_pos) or (touch != true_pos)
-        # an empty set: torch's min (max) of all +inf (-inf) is that, at key 0
-        far[e] = i_sel if i_sel < length else 0
-        near[e] = i_rest if i_rest < length else 0
-        t_min[e] = g[e, i_sel] if i_sel < length else np.inf  # the first key's value
-        t_max[e] = g[e, i_rest] if i_rest < length else -np.inf
-
-
-def _rank_loop(u: Any, rank: Any) -> None:
-    """``rank[r, k] = #{k' : (u_k', k') < (u_k, k)}`` per row: a stable sort's inverse.
-
-    ``u`` in ``[0, 1)``: a counting sort into ``L`` buckets by ``floor(u L)`` (exact and
-    monotone: ``L u`` is only rounded, never reordered), keys in index order within a
-    bucket, then one insertion pass, stable (a key moves only past strictly larger
-    ones), whose work is the few inversions inside buckets: ``O(L)`` per row for
-    uniform ``u``, where a comparison sort is ``O(L log L)``. Any ``u`` gives the
-    right ranks; only the time depends on their spread.
-    """
-    rows, length = u.shape
-    for r in numba.prange(rows):
-        start = np.zeros(length + 1, np.int64)
-        for k in range(length):
-            start[min(int(u[r, k] * length), length - 1) + 1] += 1
-        for b in range(length):
-            start[b + 1] += start[b]
-        order = np.empty(length, np.int64)
-        for k in range(length):
-            b = min(int(u[r, k] * length), length - 1)
-            order[start[b]] = k
-            start[b] += 1
-        for i in range(1, length):
-            k, x, j = order[i], u[r, order[i]], i
-            while j > 0 and u[r, order[j - 1]] > x:
-                order[j] = order[j - 1]
-                j -= 1
-            order[j] = k
-        for i in range(length):
-            rank[r, order[i]] = i
-
-
-def _subset_loop(y: Any, rank: Any, n: Any, draws: int, s: Any) -> None:
-    """``s[b, t, j] = sum_{k : rank[b, t, k] < n[j]} y[b, k]``: running sums in rank order.
-
-    The subsets of one draw are nested (:func:`tl_geom.geometry.baseline.random_ranks`),
-    so one pass over the first ``max(n)`` keys in rank order gives every N's sum.
-    """
-    rows, length = rank.shape
-    nn, width, n_max = n.shape[0], y.shape[2], 0
-    for j in range(nn):
-        n_max = max(n_max, n[j])
-    for r in numba.prange(rows):
-        y_head = y[r // draws]
-        order = np.empty(n_max, np.int64)  # the keys of ranks 0 .. max(n) - 1
-        for k in range(length):
-            at = int(rank[r, k])
-            if at < n_max:
-                order[at] = k
-        stop = np.zeros(n_max + 1, np.bool_)  # the running sum is some n_j's sum here
-        for j in range(nn):
-            stop[n[j]] = True
-        acc = np.zeros(width, y.dtype)
-        for i in range(n_max):
-            row = y_head[order[i]]
-            for c in range(width):
-                acc[c] += row[c]
-            if stop[i + 1]:
-                for j in range(nn):
-                    if n[j] == i + 1:
-                        s[r, j, :] = acc
-
-
 _compiled: dict[str, Any] = {}
 
 
-def _load() -> None:
-    global numba  # imported on first use; the loops read it from the module globals
-    if numba is None:
-        import numba as module
+def _load() -> Any:
+    """numba, imported on first use (about 0.5 s) and handed to the loops' module."""
+    if numba_loops.numba is None:
+        import numba
 
-        numba = module
+        numba_loops.numba = numba
+    return numba_loops.numba
 
 
 def _jit(name: str) -> Any:
     fn = _compiled.get(name)
     if fn is None:
-        _load()
+        numba = _load()
         # unwrapped: tests' import hook wraps every function in a runtime type check
         loops = {
-            "key": _key_loop,
-            "selection": _selection_loop,
-            "rank": _rank_loop,
-            "subset": _subset_loop,
+            "key": numba_loops.key_loop,
+            "selection": numba_loops.selection_loop,
+            "rank": numba_loops.rank_loop,
+            "subset": numba_loops.subset_loop,
         }
         loop = inspect.unwrap(loops[name])
         fn = numba.njit(parallel=True, cache=True, nogil=True)(loop)
