@@ -220,3 +220,34 @@ def test_subset_sums_are_the_masked_sums(seed: int, ns: list[int]) -> None:
     got_int = kernels.subset_sums(y_int, rank, n)
     assert got_int is not None
     assert torch.equal(got_int, torch.einsum("btjk,bke->btje", sel, y_int))
+
+
+def test_masked_weights_are_the_selection_times_the_weights() -> None:
+    """``masked_weights`` is ``(rank < N) * a`` bit for bit, signed zeros included."""
+    gen = torch.Generator().manual_seed(7)
+    a = torch.rand(2, 3, 17, generator=gen, dtype=torch.float64)
+    a[0, 0, :4] = -0.0
+    a[1, 2, 5:9] = 0.0
+    _, rank = sorted_rank(a)
+    rank_f = rank.double()
+    n = torch.tensor([1, 4, 16])
+    out = torch.empty(2, 3, 3, 17, dtype=torch.float64)
+    assert kernels.masked_weights(a, rank_f, n, out)
+    want = (rank_f.unsqueeze(-2) < n.double().view(-1, 1)).double() * a.unsqueeze(-2)
+    assert torch.equal(out, want)
+    assert torch.equal(torch.signbit(out), torch.signbit(want))
+
+
+def test_counts_fall_back_after_the_weights_loop(monkeypatch: Any) -> None:
+    """Where the weights came from the loop but the counting loop is unavailable, the
+    torch passes finish the scores and count them: the same metrics."""
+    pattern, values = tied_inputs(2)
+    with kernels.use_numba(False):
+        want = separability_all_queries(pattern, values, [1, 2, 4])
+    monkeypatch.setattr(kernels, "selection_counts", lambda *_a, **_k: None)
+    with kernels.use_numba(True):
+        got = separability_all_queries(pattern, values, [1, 2, 4])
+    for key in ("precision", "recall", "r_max", "r_min"):
+        torch.testing.assert_close(
+            getattr(got, key), getattr(want, key), rtol=0, atol=0, equal_nan=True
+        )

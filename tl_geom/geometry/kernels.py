@@ -43,6 +43,7 @@ from tl_geom.geometry import numba_loops
 __all__ = [
     "baseline_counts",
     "enabled",
+    "masked_weights",
     "ranks_of_uniforms",
     "selection_counts",
     "subset_sums",
@@ -105,6 +106,7 @@ def _jit(name: str) -> Any:
             "selection": numba_loops.selection_loop,
             "rank": numba_loops.rank_loop,
             "subset": numba_loops.subset_loop,
+            "masked": numba_loops.masked_loop,
         }
         loop = inspect.unwrap(loops[name])
         fn = numba.njit(parallel=True, cache=True, nogil=True)(loop)
@@ -151,13 +153,21 @@ def baseline_counts(
 
 
 def selection_counts(
-    g: Tensor, rank: Tensor, n: Tensor, key_mask: Tensor | None, bound: Tensor
+    g: Tensor,
+    rank: Tensor,
+    n: Tensor,
+    key_mask: Tensor | None,
+    bound: Tensor,
+    finish: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, ...] | None:
     """``top_n.separate``'s ``(#FP, #TP, min_I g, max_rest g, far, near, flagged)``.
 
     For the selections ``rank < N``: ``g [b, c, nn, L]``, ``rank [b, c, L]`` (any real
     dtype), ``n [nn]``, ``key_mask [b, c, L]`` or None (every key present), ``bound``
-    broadcastable to ``[b, c, nn]``. None where the loop is unavailable.
+    broadcastable to ``[b, c, nn]``. ``finish = (a [b, c, L], v_sq [b, L])``: ``g``
+    (contiguous) holds ``<2 s, v_k>`` and becomes ``(g - a v_sq) a`` in place first, as
+    ``top_n.selection_metrics`` forms the scores. None where the loop is unavailable
+    (``g`` then untouched: a loop fails when it compiles, before it runs).
     """
     shape, length = tuple(g.shape[:-1]), g.shape[-1]
     nn = shape[-1]
@@ -169,6 +179,14 @@ def selection_counts(
     e2 = (2 * bound).to(g.dtype).expand(shape).reshape(-1)
     np_dtype = np.float32 if g.dtype == torch.float32 else np.float64
     lowest = np_dtype(torch.finfo(g.dtype).min)
+    if finish is None:
+        a, v_sq, per_head = torch.zeros((1, 1), dtype=g.dtype), torch.zeros((1, 1)), 1
+    else:
+        if not g.is_contiguous():
+            raise ValueError("selection_counts(finish=...) writes g in place: g must be contiguous")
+        a, v_sq = finish
+        per_head = a.shape[1]
+        a, v_sq = a.reshape(-1, length).to(g.dtype), v_sq.to(g.dtype)
     counts = [torch.empty(shape, dtype=torch.int64) for _ in range(2)]
     thresholds = [torch.empty(shape, dtype=g.dtype) for _ in range(2)]
     keys_at = [torch.empty(shape, dtype=torch.int64) for _ in range(2)]
@@ -177,19 +195,43 @@ def selection_counts(
     try:
         _threads()
         _jit("selection")(
-            _np(g.reshape(-1, length)),
+            g.reshape(-1, length).numpy() if finish is not None else _np(g.reshape(-1, length)),
             _np(rank.reshape(-1, length)),
             _np(n.to(torch.int64)),
             _np(keys),
             rows_per_mask,
             _np(e2),
             lowest,
+            _np(a),
+            _np(v_sq),
+            per_head,
+            finish is not None,
             *(o.numpy().reshape(-1) for o in outs),
         )
     except Exception as err:
         _fail(err)
         return None
     return outs
+
+
+def masked_weights(a: Tensor, rank: Tensor, n: Tensor, out: Tensor) -> bool:
+    """``out [b, c, nn, L] = (rank < n_j) * a``, the selections' weights; False if unavailable.
+
+    ``a``, ``rank`` ``[b, c, L]``; ``out`` contiguous, in ``a``'s dtype.
+    """
+    length = a.shape[-1]
+    try:
+        _threads()
+        _jit("masked")(
+            _np(a.reshape(-1, length)),
+            _np(rank.reshape(-1, length)),
+            _np(n.to(torch.int64)),
+            out.reshape(-1, length).numpy(),
+        )
+    except Exception as err:
+        _fail(err)
+        return False
+    return True
 
 
 def ranks_of_uniforms(u: Tensor) -> Tensor | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["key_loop", "rank_loop", "selection_loop", "subset_loop"]
+__all__ = ["key_loop", "masked_loop", "rank_loop", "selection_loop", "subset_loop"]
 
 numba: Any = None
 """Set by ``kernels`` before it compiles a loop."""
@@ -74,6 +74,10 @@ def selection_loop(
     rows_per_mask: int,
     e2: Any,
     lowest: Any,
+    a: Any,
+    v_sq: Any,
+    rows_per_head: int,
+    finish: bool,
     fp: Any,
     tp: Any,
     t_min: Any,
@@ -88,16 +92,23 @@ def selection_loop(
     the N values, read from cache), its present keys ``present[e // rows_per_mask]``.
     Thresholds and attaining keys as ``min``/``max`` over the penalised rows (the first
     key on ties, as torch's); the counts as ``certify.window_counts`` forms them, the
-    keys off a set counted as the +-inf they hold there.
+    keys off a set counted as the +-inf they hold there. With ``finish``, ``g`` holds
+    ``<2 s, v_k>`` and is first made ``g_k = (<2 s, v_k> - a_k ||v_k||^2) a_k`` in place,
+    as ``top_n.selection_metrics`` forms it (``a [rows, L]``, ``v_sq [heads, L]``, the
+    head of a row ``row // rows_per_head``).
     """
     entries, length = g.shape
     nn = n.shape[0]
     for e in numba.prange(entries):
         row, big_n, p = e // nn, n[e % nn], e // rows_per_mask
+        head = row // rows_per_head
         # Sweep 1, the two thresholds: selects and min/max, no branch (the selection
         # is random along a row, a branch on it mispredicts; this loop vectorises).
         lo_sel, hi_rest, n_sel = np.inf, -np.inf, 0
         for k in range(length):
+            if finish:  # the product rounded, then the difference, then the scaling
+                ak = a[row, k]
+                g[e, k] = (g[e, k] - ak * v_sq[head, k]) * ak
             gk = g[e, k]
             on = rank[row, k] < big_n
             rest = (~on) & present[p, k]
@@ -131,6 +142,22 @@ def selection_loop(
         near[e] = i_rest if i_rest < length else 0
         t_min[e] = g[e, i_sel] if i_sel < length else np.inf  # the first key's value
         t_max[e] = g[e, i_rest] if i_rest < length else -np.inf
+
+
+def masked_loop(a: Any, rank: Any, n: Any, out: Any) -> None:
+    """``out[e, k] = sel * a[e // nn, k]``, ``sel = 1.0 if rank < n[e % nn] else 0.0``.
+
+    The selection's weights as ``top_n.selection_metrics`` forms them (a comparison into
+    0/1 floats, then a product), in one pass: ``1.0 * a`` is ``a`` and ``0.0 * a`` keeps
+    the product's sign of zero.
+    """
+    rows, length = a.shape
+    nn = n.shape[0]
+    for e in numba.prange(rows * nn):
+        row, big_n = e // nn, n[e % nn]
+        for k in range(length):
+            ak = a[row, k]
+            out[e, k] = ak if rank[row, k] < big_n else 0.0 * ak
 
 
 def rank_loop(u: Any, rank: Any) -> None:

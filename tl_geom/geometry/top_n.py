@@ -281,10 +281,16 @@ def selection_metrics(
     # took 5 ms for [9, 64, 10, 544], this comparison and a float product 2 ms).
     # (ranks as floats, exact below 2**53: an int64 comparison into a float buffer took
     # 2.6 ms per all-query chunk, a float one 0.5 ms)
-    sel = scratch(SEL_SLOT, shape, a.dtype, a.device)
-    rank_f = rank.to(a.dtype)
-    sel = torch.lt(rank_f.unsqueeze(-2), n.to(a.dtype).view(-1, 1), out=sel)
-    masked = torch.mul(sel, a_m, out=scratch(WORK_SLOT, shape, a.dtype, a.device))
+    rank_f, n_f = rank.to(a.dtype), n.to(a.dtype).view(-1, 1)
+    masked = scratch(WORK_SLOT, shape, a.dtype, a.device)
+    # numba's loops on the CPU where installed: the weights in one pass, then g finished
+    # and counted in one more (the same operations, so the same bits as below)
+    loops = kernels.enabled(a) and kernels.masked_weights(a, rank_f, n, masked)
+    sel = None
+    if not loops:
+        sel = scratch(SEL_SLOT, shape, a.dtype, a.device)
+        sel = torch.lt(rank_f.unsqueeze(-2), n_f, out=sel)
+        masked = torch.mul(sel, a_m, out=masked)
     s = torch.einsum("bcmk,bkd->bcmd", masked, v)
     # g = a * (2 <s, v> - a ||v||^2), in place on the matmul's output: <2s, v> is 2<s, v>
     # bit for bit (scaling by 2 is exact), so this rounds exactly as the formula reads.
@@ -296,14 +302,19 @@ def selection_metrics(
     )
     # ||v_k||^2 once, through a kept buffer (fresh [b, key, d] temporaries fault in)
     v_sq = torch.mul(v, v, out=scratch(WORK_SLOT, tuple(v.shape), v.dtype, v.device)).sum(-1)
-    g.sub_(a_m * v_sq[:, None, None, :]).mul_(a_m)
     w = a * v_sq.sqrt().unsqueeze(1)
     bound = score_bound(
         w, v.shape[-1], int(n.max()), g_dtype=g.dtype, s_dtype=g.dtype, key_mask=key_mask
     ).unsqueeze(-1)
-    # numba's fused loop on the CPU where installed (the same results bit for bit)
-    counts = kernels.selection_counts(g, rank_f, n, key_mask, bound) if kernels.enabled(g) else None
+    counts = None
+    if loops:
+        counts = kernels.selection_counts(g, rank_f, n, key_mask, bound, finish=(a, v_sq))
     if counts is None:
+        g.sub_(a_m * v_sq[:, None, None, :]).mul_(a_m)
+        if sel is None:  # the weights came from the loop, the counts could not
+            sel = torch.lt(
+                rank_f.unsqueeze(-2), n_f, out=scratch(SEL_SLOT, shape, a.dtype, a.device)
+            )
         present_keys = key_mask.unsqueeze(-2) if key_mask is not None else None
         counts = separate(g, sel, present_keys, bound)
     false_pos, true_pos, _, _, far, near, flagged = counts
