@@ -167,6 +167,7 @@ def test_the_loops_compile_under_the_test_import_hook() -> None:
         assert got is not None and kernels.enabled(g)
     assert kernels._compiled["key"].signatures  # compiled, not interpreted
     assert not kernels.enabled(torch.zeros(1, device="meta"))  # CPU only
+    assert not kernels.enabled(torch.zeros(1, dtype=torch.bfloat16))  # no NumPy form
 
 
 def torch_ranks(u: torch.Tensor) -> torch.Tensor:
@@ -251,3 +252,19 @@ def test_counts_fall_back_after_the_weights_loop(monkeypatch: Any) -> None:
         torch.testing.assert_close(
             getattr(got, key), getattr(want, key), rtol=0, atol=0, equal_nan=True
         )
+
+
+def test_float32_thresholds_round_as_torch_rounds_them() -> None:
+    """``t_min - 2E`` is formed in float32, as torch forms it: a rest key between the
+    float32 and the exact threshold counts as torch counts it (not by float64 math)."""
+    one = torch.tensor(1.0, dtype=torch.float32)
+    below = torch.nextafter(one, torch.tensor(0.0))  # 1 - 2**-24
+    g = torch.stack([one, below, torch.tensor(-5.0)]).view(1, 1, 1, 3)
+    rank = torch.tensor([[[0.0, 1.0, 2.0]]], dtype=torch.float64)
+    n = torch.tensor([1])
+    bound = torch.full((1, 1, 1), (2.0**-25 + 2.0**-30) / 2, dtype=torch.float64)
+    sel = (rank.unsqueeze(-2) < 1).float()
+    want = separate(g, sel, None, bound)
+    got = kernels.selection_counts(g, rank, n, None, bound)
+    assert got is not None and same(got, want)
+    assert int(want[0]) == 1  # the rest key counts: float32's threshold is 1 - 2**-24

@@ -58,8 +58,14 @@ _state: dict[str, Any] = {
 
 
 def enabled(t: Tensor) -> bool:
-    """Whether the numba loops take scores ``t``: numba installed, not disabled, CPU."""
-    return bool(_state["on"]) and t.device.type == "cpu"
+    """Whether the numba loops take ``t``: numba installed, not disabled, CPU, float.
+
+    float32 or float64 only: other dtypes (bfloat16) have no NumPy form; the torch
+    passes take them.
+    """
+    return (
+        bool(_state["on"]) and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+    )
 
 
 @contextmanager
@@ -80,7 +86,7 @@ def _threads() -> None:
 
 
 def _fail(err: Exception) -> None:
-    warnings.warn(f"numba counting loops unavailable ({err!r}); torch passes", stacklevel=3)
+    warnings.warn(f"numba loops unavailable ({err!r}); torch passes from now on", stacklevel=3)
     _state["on"] = False
 
 
@@ -202,6 +208,7 @@ def selection_counts(
             rows_per_mask,
             _np(e2),
             lowest,
+            np_dtype(np.inf),
             _np(a),
             _np(v_sq),
             per_head,

@@ -74,6 +74,7 @@ def selection_loop(
     rows_per_mask: int,
     e2: Any,
     lowest: Any,
+    inf: Any,
     a: Any,
     v_sq: Any,
     rows_per_head: int,
@@ -92,7 +93,9 @@ def selection_loop(
     the N values, read from cache), its present keys ``present[e // rows_per_mask]``.
     Thresholds and attaining keys as ``min``/``max`` over the penalised rows (the first
     key on ties, as torch's); the counts as ``certify.window_counts`` forms them, the
-    keys off a set counted as the +-inf they hold there. With ``finish``, ``g`` holds
+    keys off a set counted as the +-inf they hold there. ``lowest`` and ``inf`` come in
+    ``g``'s dtype, so the thresholds and their windows are formed and rounded in it (a
+    float64 literal would widen float32 arithmetic). With ``finish``, ``g`` holds
     ``<2 s, v_k>`` and is first made ``g_k = (<2 s, v_k> - a_k ||v_k||^2) a_k`` in place,
     as ``top_n.selection_metrics`` forms it (``a [rows, L]``, ``v_sq [heads, L]``, the
     head of a row ``row // rows_per_head``).
@@ -104,7 +107,7 @@ def selection_loop(
         head = row // rows_per_head
         # Sweep 1, the two thresholds: selects and min/max, no branch (the selection
         # is random along a row, a branch on it mispredicts; this loop vectorises).
-        lo_sel, hi_rest, n_sel = np.inf, -np.inf, 0
+        lo_sel, hi_rest, n_sel = inf, -inf, 0
         for k in range(length):
             if finish:  # the product rounded, then the difference, then the scaling
                 ak = a[row, k]
@@ -113,8 +116,8 @@ def selection_loop(
             on = rank[row, k] < big_n
             rest = (~on) & present[p, k]
             n_sel += on
-            lo_sel = min(lo_sel, gk if on else np.inf)
-            hi_rest = max(hi_rest, gk if rest else -np.inf)
+            lo_sel = min(lo_sel, gk if on else inf)
+            hi_rest = max(hi_rest, gk if rest else -inf)
         bound = e2[e]
         lo_min, hi_min = max(lo_sel - bound, lowest), max(lo_sel + bound, lowest)
         lo_max, hi_max = max(hi_rest - bound, lowest), max(hi_rest + bound, lowest)
