@@ -41,6 +41,7 @@ def key_loop(
         row = e // nn
         head = row // draws
         a2 = a_sel[e] + a_sel[e]
+        # float64 infinities are fine here: the thresholds are only compared, exactly
         t_min_lo, t_min_hi = np.inf, np.inf
         t_max_lo, t_max_hi = -np.inf, -np.inf
         for k in range(length):  # branch-free: the selection is random along a row
