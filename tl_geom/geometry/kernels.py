@@ -121,7 +121,34 @@ def _jit(name: str) -> Any:
 
 
 def _np(t: Tensor) -> np.ndarray:
+    """``t`` as a NumPy array: its own memory where contiguous, else a contiguous copy.
+
+    The loops write their outputs (and ``finish``'s scores) through such views.
+    """
     return t.detach().contiguous().numpy()
+
+
+def _float(dtype: torch.dtype) -> type[np.floating[Any]]:
+    """The NumPy scalar type of a float32 or float64 tensor.
+
+    Scalars passed in it keep the loops' arithmetic in that dtype.
+    """
+    return np.float32 if dtype == torch.float32 else np.float64
+
+
+def _run(name: str, *args: Any) -> bool:
+    """Run loop ``name`` on ``args`` in torch's thread count; False where numba fails.
+
+    A failure (numba fails when it compiles, before the loop runs) warns once and turns
+    the loops off from then on.
+    """
+    try:
+        _threads()
+        _jit(name)(*args)
+    except Exception as err:
+        _fail(err)
+        return False
+    return True
 
 
 def baseline_counts(
@@ -133,29 +160,24 @@ def baseline_counts(
     L]``, ``a_sel [b, t, nn, 1]``. Returns ``(#FP, #TP, flagged)`` ``[b, t, nn]``.
     """
     b, t, nn, length = g.shape
-    np_dtype = np.float32 if g.dtype == torch.float32 else np.float64
     fp = torch.empty((b, t, nn), dtype=torch.int64)
     tp = torch.empty_like(fp)
     flag = torch.empty((b, t, nn), dtype=torch.bool)
-    try:
-        _threads()
-        _jit("key")(
-            _np(g.reshape(-1, length)),
-            _np(rank.reshape(-1, length)),
-            _np(w.reshape(b, length).to(g.dtype)),
-            _np(a_sel.reshape(-1).to(g.dtype)),
-            _np(n.to(torch.int64)),
-            t,
-            np_dtype(scale),
-            np_dtype(tiny),
-            fp.numpy().reshape(-1),
-            tp.numpy().reshape(-1),
-            flag.numpy().reshape(-1),
-        )
-    except Exception as err:
-        _fail(err)
-        return None
-    return fp, tp, flag
+    ran = _run(
+        "key",
+        _np(g.reshape(-1, length)),
+        _np(rank.reshape(-1, length)),
+        _np(w.reshape(b, length).to(g.dtype)),
+        _np(a_sel.reshape(-1).to(g.dtype)),
+        _np(n.to(torch.int64)),
+        t,
+        _float(g.dtype)(scale),
+        _float(g.dtype)(tiny),
+        fp.numpy().reshape(-1),
+        tp.numpy().reshape(-1),
+        flag.numpy().reshape(-1),
+    )
+    return (fp, tp, flag) if ran else None
 
 
 def selection_counts(
@@ -183,10 +205,10 @@ def selection_counts(
     else:
         keys, rows_per_mask = key_mask.expand(*shape[:-1], length).reshape(-1, length), nn
     e2 = (2 * bound).to(g.dtype).expand(shape).reshape(-1)
-    np_dtype = np.float32 if g.dtype == torch.float32 else np.float64
-    lowest = np_dtype(torch.finfo(g.dtype).min)
-    if finish is None:
-        a, v_sq, per_head = torch.zeros((1, 1), dtype=g.dtype), torch.zeros((1, 1)), 1
+    scalar = _float(g.dtype)
+    if finish is None:  # unused inputs, in g's dtype: the same compiled signature
+        a = v_sq = torch.zeros((1, 1), dtype=g.dtype)
+        per_head = 1
     else:
         if not g.is_contiguous():
             raise ValueError("selection_counts(finish=...) writes g in place: g must be contiguous")
@@ -198,27 +220,23 @@ def selection_counts(
     keys_at = [torch.empty(shape, dtype=torch.int64) for _ in range(2)]
     flag = torch.empty(shape, dtype=torch.bool)
     outs = (*counts, *thresholds, *keys_at, flag)
-    try:
-        _threads()
-        _jit("selection")(
-            g.reshape(-1, length).numpy() if finish is not None else _np(g.reshape(-1, length)),
-            _np(rank.reshape(-1, length)),
-            _np(n.to(torch.int64)),
-            _np(keys),
-            rows_per_mask,
-            _np(e2),
-            lowest,
-            np_dtype(np.inf),
-            _np(a),
-            _np(v_sq),
-            per_head,
-            finish is not None,
-            *(o.numpy().reshape(-1) for o in outs),
-        )
-    except Exception as err:
-        _fail(err)
-        return None
-    return outs
+    ran = _run(
+        "selection",
+        _np(g.reshape(-1, length)),  # a view of g where contiguous (finish writes through it)
+        _np(rank.reshape(-1, length)),
+        _np(n.to(torch.int64)),
+        _np(keys),
+        rows_per_mask,
+        _np(e2),
+        scalar(torch.finfo(g.dtype).min),
+        scalar(np.inf),
+        _np(a),
+        _np(v_sq),
+        per_head,
+        finish is not None,
+        *(o.numpy().reshape(-1) for o in outs),
+    )
+    return outs if ran else None
 
 
 def masked_weights(a: Tensor, rank: Tensor, n: Tensor, out: Tensor) -> bool:
@@ -227,18 +245,13 @@ def masked_weights(a: Tensor, rank: Tensor, n: Tensor, out: Tensor) -> bool:
     ``a``, ``rank`` ``[b, c, L]``; ``out`` contiguous, in ``a``'s dtype.
     """
     length = a.shape[-1]
-    try:
-        _threads()
-        _jit("masked")(
-            _np(a.reshape(-1, length)),
-            _np(rank.reshape(-1, length)),
-            _np(n.to(torch.int64)),
-            out.reshape(-1, length).numpy(),
-        )
-    except Exception as err:
-        _fail(err)
-        return False
-    return True
+    return _run(
+        "masked",
+        _np(a.reshape(-1, length)),
+        _np(rank.reshape(-1, length)),
+        _np(n.to(torch.int64)),
+        out.reshape(-1, length).numpy(),
+    )
 
 
 def ranks_of_uniforms(u: Tensor) -> Tensor | None:
@@ -250,13 +263,8 @@ def ranks_of_uniforms(u: Tensor) -> Tensor | None:
     """
     length = u.shape[-1]
     rank = torch.empty(u.shape, dtype=torch.int64)
-    try:
-        _threads()
-        _jit("rank")(_np(u.reshape(-1, length)), rank.numpy().reshape(-1, length))
-    except Exception as err:
-        _fail(err)
-        return None
-    return rank
+    ran = _run("rank", _np(u.reshape(-1, length)), rank.numpy().reshape(-1, length))
+    return rank if ran else None
 
 
 def subset_sums(y: Tensor, rank: Tensor, n: Tensor) -> Tensor | None:
@@ -271,16 +279,12 @@ def subset_sums(y: Tensor, rank: Tensor, n: Tensor) -> Tensor | None:
     """
     b, t, length = rank.shape
     out = torch.empty((b, t, n.shape[0], y.shape[-1]), dtype=y.dtype)
-    try:
-        _threads()
-        _jit("subset")(
-            _np(y),
-            _np(rank.reshape(-1, length)),
-            _np(n.to(torch.int64)),
-            t,
-            out.numpy().reshape(b * t, n.shape[0], y.shape[-1]),
-        )
-    except Exception as err:
-        _fail(err)
-        return None
-    return out
+    ran = _run(
+        "subset",
+        _np(y),
+        _np(rank.reshape(-1, length)),
+        _np(n.to(torch.int64)),
+        t,
+        out.numpy().reshape(b * t, n.shape[0], y.shape[-1]),
+    )
+    return out if ran else None

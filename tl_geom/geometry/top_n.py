@@ -197,9 +197,10 @@ def separate(
     """``(#FP, #TP, min_I g, max_rest g, far, near, flagged)`` of 0/1 float selections.
 
     ``sel`` is in ``g``'s dtype; ``far``, ``near`` are the keys attaining the thresholds
-    (any on ties). With ``bound`` (``E [*lead, nn]`` or broadcastable, see ``certify.py``)
-    the counts are certified and ``flagged`` marks the rows to recount exactly; without,
-    it is all False and the counts are what the float scores say.
+    (the first on ties, as torch's ``min``/``max`` take it). With ``bound`` (``E [*lead,
+    nn]`` or broadcastable, see ``certify.py``) the counts are certified and ``flagged``
+    marks the rows to recount exactly; without, it is all False and the counts are what
+    the float scores say.
 
     The sets become penalties, ``-inf`` on I and ``+inf`` off it (formed in place in
     ``sel``, whose buffer then takes the comparisons): ``max(g, pen)`` is ``g`` on I and
@@ -281,15 +282,19 @@ def selection_metrics(
     # took 5 ms for [9, 64, 10, 544], this comparison and a float product 2 ms).
     # (ranks as floats, exact below 2**53: an int64 comparison into a float buffer took
     # 2.6 ms per all-query chunk, a float one 0.5 ms)
-    rank_f, n_f = rank.to(a.dtype), n.to(a.dtype).view(-1, 1)
+    rank_f = rank.to(a.dtype)
+
+    def selection() -> Tensor:  # 1 on the top N, else 0
+        sel = scratch(SEL_SLOT, shape, a.dtype, a.device)
+        return torch.lt(rank_f.unsqueeze(-2), n.to(a.dtype).view(-1, 1), out=sel)
+
     masked = scratch(WORK_SLOT, shape, a.dtype, a.device)
     # numba's loops on the CPU where installed: the weights in one pass, then g finished
     # and counted in one more (the same operations, so the same bits as below)
     loops = kernels.enabled(a) and kernels.masked_weights(a, rank_f, n, masked)
     sel = None
     if not loops:
-        sel = scratch(SEL_SLOT, shape, a.dtype, a.device)
-        sel = torch.lt(rank_f.unsqueeze(-2), n_f, out=sel)
+        sel = selection()
         masked = torch.mul(sel, a_m, out=masked)
     s = torch.einsum("bcmk,bkd->bcmd", masked, v)
     # g = a * (2 <s, v> - a ||v||^2), in place on the matmul's output: <2s, v> is 2<s, v>
@@ -312,9 +317,7 @@ def selection_metrics(
     if counts is None:
         g.sub_(a_m * v_sq[:, None, None, :]).mul_(a_m)
         if sel is None:  # the weights came from the loop, the counts could not
-            sel = torch.lt(
-                rank_f.unsqueeze(-2), n_f, out=scratch(SEL_SLOT, shape, a.dtype, a.device)
-            )
+            sel = selection()
         present_keys = key_mask.unsqueeze(-2) if key_mask is not None else None
         counts = separate(g, sel, present_keys, bound)
     false_pos, true_pos, _, _, far, near, flagged = counts
