@@ -13,11 +13,13 @@ from test_report import MPL_SVG, assert_offline, make_analysis, parse
 
 from tl_geom import capture_attention, inspect_head, load_model
 from tl_geom.app.report import write_report
+from tl_geom.jobs import head_rows as head_rows_module
 from tl_geom.jobs.aggregate import QUERY_KEYS
 from tl_geom.jobs.analyze import analyze
 from tl_geom.jobs.head_rows import pick_heads, picture_n
 from tl_geom.jobs.results import Analysis, AttentionView, HeadRows
 from tl_geom.lens.data import token_windows
+from tl_geom.lens.sdpa import load_fused_model
 
 
 def _tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -89,6 +91,38 @@ def test_rows_are_window_zeros_final_query(run: tuple[Any, Analysis, Path]) -> N
     back = Analysis.load(out).head_rows
     assert back is not None and back.reasons == rows.reasons
     np.testing.assert_array_equal(back.values, rows.values)
+
+
+@pytest.mark.parametrize("backend", ["hooks", "sdpa"])
+def test_kept_rows_equal_a_second_forward(
+    backend: str, tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Window 0 run here: its kept rows, no second forward; resumed: the second forward.
+
+    Both give the same bits (the same forward on the same tokens), for either backend.
+    """
+    model = load_model(str(tiny_dir)) if backend == "hooks" else load_fused_model(str(tiny_dir))
+    forwards: list[list[int]] = []
+    real = head_rows_module.stream_rows
+
+    def counting(model: Any, layers: list[int], fn: Any) -> Any:
+        forwards.append(list(layers))
+        return real(model, layers, fn)
+
+    monkeypatch.setattr(head_rows_module, "stream_rows", counting)
+    kw: dict[str, Any] = {"text": TEXT, "windows": 2, "ctx": 20, "n": [1, 2, 4, 8]}
+    kw |= {"out": tmp_path / "run", "progress": False, "backend": backend}
+    fresh = analyze(model, **kw)
+    rows = fresh.head_rows
+    assert rows is not None and forwards == []  # window 0 ran in this process
+    assert fresh.run["backend"] == backend
+    resumed = analyze(model, resume=True, **kw)  # every window from disk
+    assert forwards == [sorted(set(rows.layers))]  # one forward, the picked layers only
+    again = resumed.head_rows
+    assert again is not None and again.reasons == rows.reasons
+    np.testing.assert_array_equal(again.alpha, rows.alpha)
+    np.testing.assert_array_equal(again.values, rows.values)
+    assert again.values.dtype == rows.values.dtype == np.float32
 
 
 def test_panels_equal_inspect_head(run: tuple[Any, Analysis, Path], tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from tl_geom.geometry.taxonomy import TaxonomyConfig
 from tl_geom.jobs.aggregate import aggregate
 from tl_geom.jobs.config import AnalyzeConfig
 from tl_geom.jobs.distributed import join
-from tl_geom.jobs.head_rows import capture_head_rows, pick_heads, picture_n
+from tl_geom.jobs.head_rows import FinalRows, capture_head_rows, pick_heads, picture_n
 from tl_geom.jobs.outdir import OutLock, check_out
 from tl_geom.jobs.results import Analysis
 from tl_geom.jobs.resume import WindowRun, run_windows
@@ -245,8 +245,9 @@ def run_analysis(
         ranks.leave()
         times = (t_start, t_loaded)
         analysis = _tables(config, model, tokens, spec, facts, run, fingerprint, ranks, times)
-        if ranks.rank == 0:  # the report's "heads to look at": one more forward of window 0
-            analysis = _with_head_rows(analysis, model, tokens[:1], spec)
+        if ranks.rank == 0:  # the report's "heads to look at", from window 0's kept rows
+            analysis = _with_head_rows(analysis, model, tokens[:1], spec, run.final_rows)
+        run.final_rows.clear()
         if out_path is not None and ranks.rank == 0:
             analysis.save(out_path)
     finally:
@@ -311,12 +312,18 @@ def _layer_bar(progress: bool | str) -> float | None:
     return 0.0 if progress == "layers" else LAYER_BAR_DELAY if progress else None
 
 
-def _with_head_rows(analysis: Analysis, model: Any, window: Tensor, spec: WindowSpec) -> Analysis:
-    """``analysis`` with :class:`~tl_geom.jobs.results.HeadRows` of the heads to look at."""
+def _with_head_rows(
+    analysis: Analysis, model: Any, window: Tensor, spec: WindowSpec, kept: FinalRows
+) -> Analysis:
+    """``analysis`` with :class:`~tl_geom.jobs.results.HeadRows` of the heads to look at.
+
+    From the rows window 0's run kept (``kept``); a second forward of window 0 only
+    where it did not run in this process (resumed, or another rank's).
+    """
     n = picture_n(spec.n)
     picks = pick_heads(analysis.metrics, analysis.heads, n)
     text = token_text(model, window[0]) or tuple(map(str, window[0].tolist()))
-    return replace(analysis, head_rows=capture_head_rows(model, window, picks, text, n))
+    return replace(analysis, head_rows=capture_head_rows(model, window, picks, text, n, kept=kept))
 
 
 def _run_record(

@@ -1,9 +1,11 @@
 """The heads the report drills into, and window 0's rows of them (``inspect.npz``).
 
 :func:`pick_heads` chooses from the tables a few heads of each type and the extremes of
-the report's heatmaps; :func:`capture_head_rows` runs window 0 once more through the
-model, on those heads' layers only, and keeps each head's final-query row and its keys'
-values, so that the report can draw the value-space picture of geometry.md ("Objects":
+the report's heatmaps. Window 0's run keeps every head's final-query row and its keys'
+values (:func:`keep_final_row`: ``layers x L x (8 H + 4 KV d)`` bytes, 26 MB for SmolLM2
+at L = 1024, 206 MB at 8192), and :func:`capture_head_rows` takes the picked heads'
+out of them (window 0 runs once more only where the run did not keep them), so that
+the report can draw the value-space picture of geometry.md ("Objects":
 ``y_i = alpha_i v_i``, ``s_N``, ``r_max``, ``r_min``) with the numbers of
 :func:`tl_geom.geometry.top_n.separability`.
 """
@@ -20,7 +22,15 @@ from tl_geom.jobs.results import HeadRows
 from tl_geom.lens.hooks import expand_kv, model_device
 from tl_geom.lens.rows import stream_rows
 
-__all__ = ["PER_TYPE", "capture_head_rows", "pick_heads", "picture_n"]
+__all__ = [
+    "PER_TYPE",
+    "FinalRows",
+    "capture_head_rows",
+    "head_rows",
+    "keep_final_row",
+    "pick_heads",
+    "picture_n",
+]
 
 PER_TYPE = 2
 """Heads drawn per head type (Retriever, Mixer, Reset) [ours]."""
@@ -94,42 +104,78 @@ def pick_heads(
     return [(lay, hd, "; ".join(why)) for (lay, hd), why in picked.items()]
 
 
+FinalRows = dict[int, tuple[Tensor, Tensor]]
+"""Window 0's final query per layer: its row ``[H, L]`` (float64) and the layer's values
+``v_kv [1, L, KV, d]`` (float32, or float64 for a float64 model), copies on the CPU."""
+
+
+def keep_final_row(kept: FinalRows, layer: int, rows: Any, v_kv: Tensor) -> None:
+    """Keep ``layer``'s final-query row of every head and its values in ``kept``.
+
+    A :func:`tl_geom.lens.rows.stream_rows` callback (``rows(positions)`` hands out
+    ``[1, H, len(positions), L]``): :func:`~tl_geom.jobs.window.run_window` calls it for
+    window 0 so that the heads to look at need no second forward; copies, so no view
+    keeps the layer's buffers alive.
+    """
+    row = rows([v_kv.shape[1] - 1])[0, :, 0]  # [H, L]
+    dtype = torch.float64 if v_kv.dtype == torch.float64 else torch.float32
+    kept[layer] = (
+        row.to(device="cpu", dtype=torch.float64, copy=True),
+        v_kv.detach().to(device="cpu", dtype=dtype, copy=True),
+    )
+
+
+def head_rows(
+    kept: FinalRows, picks: Sequence[tuple[int, int, str]], text: Sequence[str], n: int
+) -> HeadRows | None:
+    """The picked heads' rows and values out of ``kept`` (every picked layer in it).
+
+    Head ``h`` reads its KV head's values (``expand_kv``, GQA). None without picks.
+    """
+    if not picks:
+        return None
+    alpha, values = [], []
+    for lay, hd, _ in picks:
+        row, v_kv = kept[lay]
+        alpha.append(row[hd])
+        values.append(expand_kv(v_kv, row.shape[0])[0, :, hd])
+    return HeadRows(
+        layers=[lay for lay, _, _ in picks],
+        heads=[hd for _, hd, _ in picks],
+        reasons=[why for _, _, why in picks],
+        tokens=list(text),
+        alpha=torch.stack(alpha).numpy(),
+        values=torch.stack(values).numpy(),
+        show=n,
+    )
+
+
 def capture_head_rows(
     model: Any,
     tokens: Tensor,
     picks: Sequence[tuple[int, int, str]],
     text: Sequence[str],
     n: int,
+    *,
+    kept: FinalRows | None = None,
 ) -> HeadRows | None:
-    """Run ``tokens`` (``[1, L]``, window 0) once, keeping the picked heads' rows.
+    """The picked heads' rows of ``tokens`` (``[1, L]``, window 0): :func:`head_rows`.
 
-    Each layer of a pick is streamed (:func:`tl_geom.lens.rows.stream_rows`, either
-    backend); its final query row ``alpha [L]`` and the values ``v [L, d]`` of the
-    picked head (its KV head under GQA) are kept, nothing else. None without picks.
+    ``kept``: window 0's rows as the run kept them (:func:`keep_final_row`); where it
+    lacks a picked layer (window 0 resumed from disk, or run by another rank), window 0
+    runs once more, streaming the picked layers only (either backend). The same bits
+    either way: the same forward on the same tokens (tests/test_report_heads.py).
     """
     if not picks:
         return None
     layers = sorted({lay for lay, _, _ in picks})
-    kept: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+    if kept is not None and all(lay in kept for lay in layers):
+        return head_rows(kept, picks, text, n)
+    fresh: FinalRows = {}
 
     def keep(layer: int, rows: Any, v_kv: Tensor) -> None:
-        length = v_kv.shape[1]
-        row = rows([length - 1])[0, :, 0]  # [H, L]
-        values = expand_kv(v_kv, row.shape[0])[0]  # [L, H, d]
-        for lay, hd, _ in picks:
-            if lay == layer:
-                v = values[:, hd]
-                v = v if v.dtype == torch.float64 else v.float()
-                kept[(lay, hd)] = (row[hd].double().cpu(), v.cpu())
+        keep_final_row(fresh, layer, rows, v_kv)
 
     with torch.no_grad(), stream_rows(model, layers, keep):
         model(tokens.to(model_device(model)))
-    return HeadRows(
-        layers=[lay for lay, _, _ in picks],
-        heads=[hd for _, hd, _ in picks],
-        reasons=[why for _, _, why in picks],
-        tokens=list(text),
-        alpha=torch.stack([kept[(lay, hd)][0] for lay, hd, _ in picks]).numpy(),
-        values=torch.stack([kept[(lay, hd)][1] for lay, hd, _ in picks]).numpy(),
-        show=n,
-    )
+    return head_rows(fresh, picks, text, n)

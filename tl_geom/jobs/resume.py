@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from tl_geom.errors import TlGeomError
 from tl_geom.jobs.distributed import Ranks
+from tl_geom.jobs.head_rows import FinalRows
 from tl_geom.jobs.outdir import OutLock, check_out
 from tl_geom.jobs.results import atomic_write_text, make_dir
 from tl_geom.jobs.window import WindowSpec, run_window
@@ -42,6 +43,9 @@ class WindowRun:
         todo: the indices of the windows run (not resumed).
         backends: per window, the backend its rows were read with.
         rejected: ``"file: reason"`` of each window file moved aside and recomputed.
+        final_rows: window 0's final-query rows and values of every layer where this
+            process ran window 0 (:func:`~tl_geom.jobs.head_rows.keep_final_row`), else
+            empty; never written to disk.
     """
 
     results: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -49,6 +53,7 @@ class WindowRun:
     todo: list[int] = field(default_factory=list)
     backends: dict[int, str] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
+    final_rows: FinalRows = field(default_factory=dict)
 
 
 def prepare_out(out: Path, fingerprint: dict[str, Any], resume: bool) -> Path:
@@ -162,7 +167,8 @@ def run_windows(
     torchrun the ranks first check they share the arguments, rank 0 locks, prepares and
     checks ``out``, each rank runs the windows ``w % world == rank`` that have no file
     yet, and after a barrier every rank reads all windows back from ``out``. Window 0
-    keeps the attention view. ``lock`` is acquired here and left to the caller to release.
+    keeps the attention view, and its final-query rows in ``final_rows``. ``lock`` is
+    acquired here and left to the caller to release.
     ``layer_bar``: :func:`~tl_geom.jobs.window.run_window`'s per-layer bar (its delay).
     """
     ranks.agree("the arguments", fingerprint)
@@ -176,7 +182,10 @@ def run_windows(
     ranks.barrier()  # every rank has listed the finished windows before any writes more
     for w in tqdm(ranks.mine(run.todo), desc="windows", disable=not progress, unit="window"):
         t0 = time.perf_counter()
-        res = run_window(model, tokens[w : w + 1], spec, w, view=w == 0, layer_bar=layer_bar)
+        kept = run.final_rows if w == 0 else None
+        res = run_window(
+            model, tokens[w : w + 1], spec, w, view=w == 0, layer_bar=layer_bar, final_rows=kept
+        )
         run.times.append(time.perf_counter() - t0)
         path = paths[w]
         if path is not None:

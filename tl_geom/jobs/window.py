@@ -29,6 +29,7 @@ from tl_geom.geometry.diagnostics import (
 from tl_geom.geometry.scratch import release_scratch, scratch
 from tl_geom.geometry.taxonomy import head_curves
 from tl_geom.geometry.top_n import separability
+from tl_geom.jobs.head_rows import FinalRows, keep_final_row
 from tl_geom.lens.hooks import expand_kv, model_device
 from tl_geom.lens.rows import Rows as LayerRows
 from tl_geom.lens.rows import stream_rows
@@ -234,6 +235,7 @@ def run_window(
     *,
     view: bool = False,
     layer_bar: float | None = None,
+    final_rows: FinalRows | None = None,
 ) -> dict[str, Tensor]:
     """Run one ``[1, L]`` window and return ``[layer, ...]`` stacked per-layer metrics.
 
@@ -247,6 +249,9 @@ def run_window(
     tokens (rows renormalised over those keys; for causal models they already sum to 1).
     ``layer_bar``: a tqdm bar over the window's layers that appears once the window has
     run that many seconds (0: at once; None: never), so only long windows show one.
+    ``final_rows``: a dict that receives each layer's final-query rows and values
+    (:func:`~tl_geom.jobs.head_rows.keep_final_row`; window 0 keeps them for the
+    report's heads to look at).
     """
     per_layer: dict[int, dict[str, Tensor]] = {}
     bar = tqdm(
@@ -264,6 +269,8 @@ def run_window(
             t = min(spec.view_tokens, v_kv.shape[1])
             seen = rows(range(t))[0, :, :, :t].float()
             res["view"] = (seen / seen.sum(-1, keepdim=True)).cpu()
+        if final_rows is not None:
+            keep_final_row(final_rows, layer, rows, v_kv)
         per_layer[layer] = res
         bar.update()
 
