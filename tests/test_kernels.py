@@ -268,3 +268,50 @@ def test_float32_thresholds_round_as_torch_rounds_them() -> None:
     got = kernels.selection_counts(g, rank, n, None, bound)
     assert got is not None and same(got, want)
     assert int(want[0]) == 1  # the rest key counts: float32's threshold is 1 - 2**-24
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.lists(st.sampled_from([0.0, 1e-3, 0.5, 0.9, 1 - 1e-9, 1.0]), min_size=1, max_size=3),
+    st.integers(2, 40),
+    st.sampled_from(DTYPES),
+)
+def test_ar1_chains_equal_the_loop_over_positions(
+    seed: int, rhos: list[float], length: int, dtype: torch.dtype
+) -> None:
+    """The envelope's AR(1) chains: one chain per thread gives the torch loop's bits."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(len(rhos), 3, length, 5, generator=gen, dtype=dtype)
+    rho = torch.tensor(rhos, dtype=dtype).view(-1, 1, 1)
+    scale = (1 - rho * rho).clamp_min(0).sqrt()
+    want = z.clone()
+    for t in range(1, length):  # simulation._sample_rows' own loop, literally
+        want[:, :, t].mul_(scale).add_(rho * want[:, :, t - 1])
+    with kernels.use_numba(True):
+        assert kernels.ar1_chain(z, scale, rho)
+    assert torch.equal(z, want)
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.ar1_chain(z.transpose(2, 3), scale, rho)
+
+
+def test_envelope_samples_equal_with_and_without_the_loops() -> None:
+    """simulate_heads (whose values come from the AR(1) chains): the same tensors."""
+    from tl_geom.geometry.simulation import simulate_heads
+
+    gen = torch.Generator().manual_seed(5)
+    alpha = torch.softmax(torch.randn(3, 64, generator=gen, dtype=torch.float64), -1)
+    params = torch.tensor(
+        [[0.3, 0.5, 0.1, 0.2], [0.0, 1.0, float("inf"), 0.0], [1.2, 2.0, 1e-4, 0.9]],
+        dtype=torch.float64,
+    )
+
+    def run() -> list[torch.Tensor]:
+        sim = simulate_heads(alpha, [1, 4, 16], d=8, params=params, samples=4, chunk=2)
+        return [sim.precision, sim.recall, sim.f1_std, sim.perfect]
+
+    with kernels.use_numba(True):
+        got = run()
+    with kernels.use_numba(False):
+        want = run()
+    assert same(got, want)

@@ -8,7 +8,8 @@ second, while the row (8 KiB at L = 1024) is in cache. Measured at L = 1024, 2 t
 the baseline's passes of one layer (9 heads, 16 draws, 10 N) 2.3 against 7.1 ms, an
 all-query chunk ``[9, 64, 10, 1024]`` 8 against 55-64 ms. Two more loops serve the
 baseline: its random ranks (a bucket sort, :func:`ranks_of_uniforms`) and its subset
-sums (running sums over the nested subsets, :func:`subset_sums`).
+sums (running sums over the nested subsets, :func:`subset_sums`); one the envelope's
+simulation (its AR(1) chains, :func:`ar1_chain`).
 
 The counting loops perform the same IEEE operations in the same order as the torch
 passes they replace (:func:`tl_geom.geometry.fused.key_passes` and
@@ -41,6 +42,7 @@ from torch import Tensor
 from tl_geom.geometry import numba_loops
 
 __all__ = [
+    "ar1_chain",
     "baseline_counts",
     "enabled",
     "masked_weights",
@@ -113,6 +115,7 @@ def _jit(name: str) -> Any:
             "rank": numba_loops.rank_loop,
             "subset": numba_loops.subset_loop,
             "masked": numba_loops.masked_loop,
+            "ar1": numba_loops.ar1_loop,
         }
         loop = inspect.unwrap(loops[name])
         fn = numba.njit(parallel=True, cache=True, nogil=True)(loop)
@@ -288,3 +291,22 @@ def subset_sums(y: Tensor, rank: Tensor, n: Tensor) -> Tensor | None:
         out.numpy().reshape(b * t, n.shape[0], y.shape[-1]),
     )
     return out if ran else None
+
+
+def ar1_chain(z: Tensor, scale: Tensor, rho: Tensor) -> bool:
+    """Run the AR(1) chains of ``z [B, S, L, d]`` in place; False where unavailable.
+
+    ``z_t = z_t scale_b + rho_b z_{t-1}`` along positions, ``scale``, ``rho`` ``[B]``
+    (any shape of B elements): ``simulation._sample_rows``' loop
+    over positions, bit for bit (the same two products and sum, in z's dtype), one chain
+    per thread instead of one position at a time over all chains. ``z`` must be
+    contiguous (written through its NumPy view); on False it is untouched.
+    """
+    if not z.is_contiguous():
+        raise ValueError("ar1_chain writes z in place: z must be contiguous")
+    return _run(
+        "ar1",
+        z.detach().numpy(),
+        _np(scale.reshape(-1).to(z.dtype)),
+        _np(rho.reshape(-1).to(z.dtype)),
+    )

@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["key_loop", "masked_loop", "rank_loop", "selection_loop", "subset_loop"]
+__all__ = [
+    "ar1_loop",
+    "key_loop",
+    "masked_loop",
+    "rank_loop",
+    "selection_loop",
+    "subset_loop",
+]
 
 numba: Any = None
 """Set by ``kernels`` before it compiles a loop."""
@@ -225,3 +232,18 @@ def subset_loop(y: Any, rank: Any, n: Any, draws: int, s: Any) -> None:
                 for j in range(nn):
                     if n[j] == i + 1:
                         s[r, j, :] = acc
+
+
+def ar1_loop(z: Any, scale: Any, rho: Any) -> None:
+    """The AR(1) chains of ``simulation._sample_rows`` in place, one chain per (head, sample).
+
+    ``z [B, S, L, d]``: ``z_t = z_t scale_b + rho_b z_{t-1}`` for ``t = 1 .. L - 1``, with
+    torch's roundings (the two products, then their sum; no FMA).
+    """
+    heads, samples, length, d = z.shape
+    for c in numba.prange(heads * samples):
+        b, s = c // samples, c % samples
+        sc, r = scale[b], rho[b]
+        for t in range(1, length):
+            for k in range(d):
+                z[b, s, t, k] = z[b, s, t, k] * sc + r * z[b, s, t - 1, k]

@@ -19,6 +19,7 @@ from torch import Tensor
 from tl_geom._checks import check_n, check_weights
 from tl_geom._shapes import unpack_n
 from tl_geom.errors import TlGeomError
+from tl_geom.geometry import kernels
 from tl_geom.geometry.top_n import separability
 
 __all__ = ["SimulatedSeparability", "sample_values", "simulate_heads", "simulate_separability"]
@@ -171,7 +172,8 @@ def _sample_rows(
     """:func:`sample_values` with parameters per row: ``params [B, 4]`` = cv, lam, beta, c_inf.
 
     Same model, built by the AR(1) recursion over positions (``O(L d)`` per sample, no
-    ``L x L`` factor): ``z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t``. Returns
+    ``L x L`` factor): ``z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t``, one chain per thread
+    in numba where installed (``kernels.ar1_chain``, the same bits). Returns
     ``[B, samples, L, d]``.
     """
     b = params.shape[0]
@@ -182,8 +184,9 @@ def _sample_rows(
     # an L = 8192 run held four such buffers (1 GB) at once.
     z = torch.randn(b, samples, length, d, generator=gen, dtype=torch.float64)
     scale = (1 - rho * rho).clamp_min(0).sqrt()
-    for t in range(1, length):  # a loop over positions, vectorised over heads and samples
-        z[:, :, t].mul_(scale).add_(rho * z[:, :, t - 1])
+    if not (kernels.enabled(z) and kernels.ar1_chain(z, scale, rho)):  # the same bits
+        for t in range(1, length):  # a loop over positions, vectorised over heads, samples
+            z[:, :, t].mul_(scale).add_(rho * z[:, :, t - 1])
     shared = torch.randn(b, samples, 1, d, generator=gen, dtype=torch.float64)
     c = c_inf.clamp(0, 1).view(b, 1, 1, 1)
     z.mul_((1 - c).sqrt()).add_(c.sqrt() * shared)
