@@ -258,7 +258,7 @@ def _all_queries(
         # weights would already lose ties to earlier keys; -1 makes it explicit.
         a_sorted, rank = sorted_rank(torch.where(m, a, -torch.ones_like(zero)))
         key_mask = m.expand(rows, *m.shape) if causal else None
-        metrics = selection_metrics(a, v_c, rank, n_t, key_mask)[:5]
+        metrics = selection_metrics(a, v_c, rank, n_t, key_mask, prefix=True)[:5]
         margin = a_sorted[..., n_t - 1] - a_sorted[..., n_t]
         undefined = n_t >= visible[start : start + chunk].unsqueeze(-1)  # [c, nn]
         for k, x in zip(names, (*metrics, margin), strict=True):

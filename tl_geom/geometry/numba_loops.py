@@ -14,6 +14,7 @@ __all__ = [
     "ar1_loop",
     "key_loop",
     "masked_loop",
+    "prefix_loop",
     "rank_loop",
     "selection_loop",
     "subset_loop",
@@ -228,6 +229,39 @@ def subset_loop(y: Any, rank: Any, n: Any, draws: int, s: Any) -> None:
             row = y_head[order[i]]
             for c in range(width):
                 acc[c] += row[c]
+            if stop[i + 1]:
+                for j in range(nn):
+                    if n[j] == i + 1:
+                        s[r, j, :] = acc
+
+
+def prefix_loop(a: Any, v: Any, rank: Any, n: Any, per_head: int, s: Any) -> None:
+    """``s[r, j] = sum_{k : rank[r, k] < n[j]} a[r, k] v[r // per_head, k]`` in rank order.
+
+    The top-N selections of one weight row are nested, so one running sum over its
+    first ``max(n)`` keys in rank order (descending weight) gives every N's ``s_N``
+    (``n`` in any order); each term ``a_k v_k`` is rounded, then added (no FMA).
+    """
+    rows, length = a.shape
+    nn, width, n_max = n.shape[0], v.shape[2], 0
+    for j in range(nn):
+        n_max = max(n_max, n[j])
+    for r in numba.prange(rows):
+        v_head = v[r // per_head]
+        order = np.empty(n_max, np.int64)  # the keys of ranks 0 .. max(n) - 1
+        for k in range(length):
+            at = int(rank[r, k])
+            if at < n_max:
+                order[at] = k
+        stop = np.zeros(n_max + 1, np.bool_)  # the running sum is some n_j's sum here
+        for j in range(nn):
+            stop[n[j]] = True
+        acc = np.zeros(width, v.dtype)
+        for i in range(n_max):
+            k = order[i]
+            ak, row = a[r, k], v_head[k]
+            for c in range(width):
+                acc[c] += ak * row[c]
             if stop[i + 1]:
                 for j in range(nn):
                     if n[j] == i + 1:

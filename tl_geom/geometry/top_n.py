@@ -258,6 +258,7 @@ def selection_metrics(
     key_mask: Bool[Tensor, "b c key"] | None = None,
     *,
     exact_inputs: tuple[Tensor, Tensor] | None = None,
+    prefix: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """P, R, F, r_max, r_min and s of selections over ``c`` weight rows sharing values.
 
@@ -272,6 +273,13 @@ def selection_metrics(
     measured at the extreme points, ``r_max = ||y_i - s||`` with ``i = argmin_I g`` and
     ``r_min = ||y_j - s||`` with ``j = argmax_rest g``, so they carry no ``||s||^2 - g``
     cancellation.
+
+    ``prefix``: s as running sums over each row's keys in rank order
+    (the sets are nested; :func:`tl_geom.geometry.kernels.prefix_sums`, where numba
+    runs), not the masked matmul: the same counts (the bound covers any order of the
+    sum), ``r_max`` and ``r_min`` within rounding of the matmul's. The all-query maps
+    take it (there the matmul was the largest cost); the final query keeps the matmul,
+    so the default tables stay as they were, bit for bit.
 
     Returns:
         ``(precision, recall, f1, r_max, r_min)`` each ``[b, c, m]``, and s ``[b, c, m, d]``.
@@ -288,15 +296,19 @@ def selection_metrics(
         sel = scratch(SEL_SLOT, shape, a.dtype, a.device)
         return torch.lt(rank_f.unsqueeze(-2), n.to(a.dtype).view(-1, 1), out=sel)
 
-    masked = scratch(WORK_SLOT, shape, a.dtype, a.device)
-    # numba's loops on the CPU where installed: the weights in one pass, then g finished
-    # and counted in one more (the same operations, so the same bits as below)
-    loops = kernels.enabled(a) and kernels.masked_weights(a, rank_f, n, masked)
+    # numba's loops on the CPU where installed: with ``prefix``, s as running sums; else
+    # the weights in one pass (the same operations, so the same bits as the torch pass);
+    # then g finished and counted in one more
+    loops = kernels.enabled(a)
+    s = kernels.prefix_sums(a, rank_f, n, v) if loops and prefix else None
     sel = None
-    if not loops:
-        sel = selection()
-        masked = torch.mul(sel, a_m, out=masked)
-    s = torch.einsum("bcmk,bkd->bcmd", masked, v)
+    if s is None:
+        masked = scratch(WORK_SLOT, shape, a.dtype, a.device)
+        loops = loops and kernels.masked_weights(a, rank_f, n, masked)
+        if not loops:
+            sel = selection()
+            masked = torch.mul(sel, a_m, out=masked)
+        s = torch.einsum("bcmk,bkd->bcmd", masked, v)
     # g = a * (2 <s, v> - a ||v||^2), in place on the matmul's output: <2s, v> is 2<s, v>
     # bit for bit (scaling by 2 is exact), so this rounds exactly as the formula reads.
     g = scratch("g_selection", shape, a.dtype, a.device)
