@@ -24,3 +24,11 @@ def test_gpu_7b_benchmark_runs_at_a_tiny_shape_on_the_cpu() -> None:
     ):
         assert res[variant]["s"] > 0
     assert res["g_form_s"]["float64"] > 0 and res["g_form_s"]["float32"] > 0
+
+
+def test_command_benchmark_runs_on_one_short_window() -> None:
+    script = ROOT / "benchmarks" / "bench_command.py"
+    cmd = [sys.executable, str(script), "--windows", "1", "--ctx", "64"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+    assert "| the run, all phases |" in out.stdout  # the table of docs/performance.md
+    assert "| head rows (heads to look at) |" in out.stdout

@@ -246,7 +246,11 @@ def run_analysis(
         times = (t_start, t_loaded)
         analysis = _tables(config, model, tokens, spec, facts, run, fingerprint, ranks, times)
         if ranks.rank == 0:  # the report's "heads to look at", from window 0's kept rows
+            t_rows = time.perf_counter()
             analysis = _with_head_rows(analysis, model, tokens[:1], spec, run.final_rows)
+            timings = analysis.run["timings_s"]
+            timings["head_rows"] = time.perf_counter() - t_rows
+            timings["total"] = time.perf_counter() - t_start
         run.final_rows.clear()
         if out_path is not None and ranks.rank == 0:
             analysis.save(out_path)
