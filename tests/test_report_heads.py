@@ -97,7 +97,8 @@ def test_rows_are_window_zeros_final_query(run: tuple[Any, Analysis, Path]) -> N
 def test_kept_rows_equal_a_second_forward(
     backend: str, tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Window 0 run here: its kept rows, no second forward; resumed: the second forward.
+    """Window 0 run here: its kept rows, no second forward; resumed, or rows over the
+    budget: the second forward.
 
     Both give the same bits (the same forward on the same tokens), for either backend.
     """
@@ -123,6 +124,13 @@ def test_kept_rows_equal_a_second_forward(
     np.testing.assert_array_equal(again.alpha, rows.alpha)
     np.testing.assert_array_equal(again.values, rows.values)
     assert again.values.dtype == rows.values.dtype == np.float32
+    # rows beyond the budget are not kept: a second forward, the same rows
+    monkeypatch.setattr(head_rows_module, "KEEP_BYTES", 0)
+    kw["out"] = tmp_path / "over-budget"
+    over = analyze(model, **kw).head_rows
+    assert len(forwards) == 2 and over is not None
+    np.testing.assert_array_equal(over.alpha, rows.alpha)
+    np.testing.assert_array_equal(over.values, rows.values)
 
 
 def test_panels_equal_inspect_head(run: tuple[Any, Analysis, Path], tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 :func:`pick_heads` chooses from the tables a few heads of each type and the extremes of
 the report's heatmaps. Window 0's run keeps every head's final-query row and its keys'
 values (:func:`keep_final_row`: ``layers x L x (8 H + 4 KV d)`` bytes, 26 MB for SmolLM2
-at L = 1024, 206 MB at 8192), and :func:`capture_head_rows` takes the picked heads'
-out of them (window 0 runs once more only where the run did not keep them), so that
+at L = 1024, 206 MB at 8192; up to :data:`KEEP_BYTES`), and :func:`capture_head_rows`
+takes the picked heads' out of them (window 0 runs once more only where the run did not
+keep them), so that
 the report can draw the value-space picture of geometry.md ("Objects":
 ``y_i = alpha_i v_i``, ``s_N``, ``r_max``, ``r_min``) with the numbers of
 :func:`tl_geom.geometry.top_n.separability`.
@@ -19,15 +20,17 @@ import torch
 from torch import Tensor
 
 from tl_geom.jobs.results import HeadRows
-from tl_geom.lens.hooks import expand_kv, model_device
+from tl_geom.lens.hooks import ModelDims, expand_kv, model_device
 from tl_geom.lens.rows import stream_rows
 
 __all__ = [
+    "KEEP_BYTES",
     "PER_TYPE",
     "FinalRows",
     "capture_head_rows",
     "head_rows",
     "keep_final_row",
+    "keeps_final_rows",
     "pick_heads",
     "picture_n",
 ]
@@ -102,6 +105,20 @@ def pick_heads(
         if col in ("f1", "gap", "entropy"):
             add(known[[np.argmin(x[known])]], f"lowest {label}")
     return [(lay, hd, "; ".join(why)) for (lay, hd), why in picked.items()]
+
+
+KEEP_BYTES = 2**29
+"""The most window 0's kept rows may take, 512 MiB [ours]: above, a second forward of
+window 0 instead (the bound of a 7B model at L = 4096 is 4.3 GB)."""
+
+
+def keeps_final_rows(dims: ModelDims, layers: int, length: int) -> bool:
+    """Whether window 0's run keeps its final rows: at most :data:`KEEP_BYTES`.
+
+    Bounded by ``layers x L x 8 (H + KV d)`` bytes (float64 rows, values in float64 at
+    most): 395 MB for SmolLM2 (30 layers, 9 heads, 3 x 64 values) at L = 8192.
+    """
+    return layers * length * 8 * (dims.n_heads + dims.n_kv_heads * dims.d_head) <= KEEP_BYTES
 
 
 FinalRows = dict[int, tuple[Tensor, Tensor]]

@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 
 from tl_geom.errors import TlGeomError
 from tl_geom.jobs.distributed import Ranks
-from tl_geom.jobs.head_rows import FinalRows
+from tl_geom.jobs.head_rows import FinalRows, keeps_final_rows
 from tl_geom.jobs.outdir import OutLock, check_out
 from tl_geom.jobs.results import atomic_write_text, make_dir
 from tl_geom.jobs.window import WindowSpec, run_window
 from tl_geom.jobs.window_files import BadWindow, WindowKeys, move_aside, read_window, write_window
+from tl_geom.lens.hooks import model_dims
 
 __all__ = ["WindowRun", "prepare_out", "run_windows"]
 
@@ -44,8 +45,9 @@ class WindowRun:
         backends: per window, the backend its rows were read with.
         rejected: ``"file: reason"`` of each window file moved aside and recomputed.
         final_rows: window 0's final-query rows and values of every layer where this
-            process ran window 0 (:func:`~tl_geom.jobs.head_rows.keep_final_row`), else
-            empty; never written to disk.
+            process ran window 0 and they fit :data:`~tl_geom.jobs.head_rows.KEEP_BYTES`
+            (:func:`~tl_geom.jobs.head_rows.keep_final_row`), else empty; never written
+            to disk.
     """
 
     results: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -179,10 +181,11 @@ def run_windows(
     )
     paths = [wdir / f"w{w:06d}.pt" if wdir is not None else None for w in range(len(tokens))]
     run.todo = [w for w, path in enumerate(paths) if path is None or not path.exists()]
+    keep = keeps_final_rows(model_dims(model), len(spec.layers), tokens.shape[1])
     ranks.barrier()  # every rank has listed the finished windows before any writes more
     for w in tqdm(ranks.mine(run.todo), desc="windows", disable=not progress, unit="window"):
         t0 = time.perf_counter()
-        kept = run.final_rows if w == 0 else None
+        kept = run.final_rows if w == 0 and keep else None
         res = run_window(
             model, tokens[w : w + 1], spec, w, view=w == 0, layer_bar=layer_bar, final_rows=kept
         )
