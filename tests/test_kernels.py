@@ -361,3 +361,44 @@ def test_envelope_samples_equal_with_and_without_the_loops() -> None:
     with kernels.use_numba(False):
         want = run()
     assert same(got, want)
+
+
+def torch_sorted_rank(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """top_n.sorted_rank's torch form, literally."""
+    a_sorted, order = torch.sort(a, dim=-1, descending=True, stable=True)
+    ranks = torch.arange(a.shape[-1]).expand_as(order)
+    return a_sorted, torch.empty_like(order).scatter_(-1, order, ranks)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(1, 300),
+    st.lists(
+        st.sampled_from(
+            [0.0, -0.0, 1.0, -1.0, 5e-324, 0.5, float("inf"), float("nan"), -float("nan")]
+        ),
+        max_size=6,
+    ),
+)
+def test_radix_sort_equals_torchs_stable_sort(
+    seed: int, length: int, specials: list[float]
+) -> None:
+    """sorted_rank by the radix loop: torch's stable descending sort bit for bit, on
+    ties, signed zeros, subnormals, the all-query maps' -1, infinities and NaN."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.rand(2, 3, length, generator=gen, dtype=torch.float64) ** 8  # crowded near 0
+    a[0, 1] = a[0, 1, 0]  # one row all tied
+    a[1, 0, length // 2 :] = -1.0  # a causal chunk's future keys
+    for i, x in enumerate(specials):
+        a[1, 2, (7 * i) % length] = x
+    with kernels.use_numba(True):
+        got = kernels.sorted_rank(a)
+        assert got is not None
+        entry = sorted_rank(a)  # top_n's own entry takes the loop
+    want = torch_sorted_rank(a)
+    for pair in (got, entry):
+        assert torch.equal(pair[1], want[1])
+        assert torch.equal(pair[0].nan_to_num(7.0), want[0].nan_to_num(7.0))
+        assert torch.equal(torch.signbit(pair[0]), torch.signbit(want[0]))
+    assert kernels.sorted_rank(a.float()) is None  # float32: torch's sort

@@ -50,6 +50,7 @@ __all__ = [
     "prefix_sums",
     "ranks_of_uniforms",
     "selection_counts",
+    "sorted_rank",
     "subset_sums",
     "use_numba",
 ]
@@ -119,6 +120,7 @@ def _jit(name: str) -> Any:
             "masked": numba_loops.masked_loop,
             "ar1": numba_loops.ar1_loop,
             "prefix": numba_loops.prefix_loop,
+            "sort": numba_loops.sort_loop,
         }
         loop = inspect.unwrap(loops[name])
         fn = numba.njit(parallel=True, cache=True, nogil=True)(loop)
@@ -340,3 +342,25 @@ def ar1_chain(z: Tensor, scale: Tensor, rho: Tensor) -> bool:
         _np(scale.reshape(-1).to(z.dtype)),
         _np(rho.reshape(-1).to(z.dtype)),
     )
+
+
+def sorted_rank(a: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``top_n.sorted_rank`` of a float64 ``a [..., L]`` by a radix sort, or None.
+
+    The weights sorted descending (stable: ties keep position order) and each key's
+    rank, bit for bit what ``torch.sort(descending=True, stable=True)`` and its inverse
+    give (signed zeros and NaN as torch orders them): 2.5-4x faster on an all-query
+    chunk ``[9, 64, 1024]`` at 2 threads. None for other dtypes or where unavailable.
+    """
+    if a.dtype != torch.float64:
+        return None
+    length = a.shape[-1]
+    a_sorted = torch.empty(a.shape, dtype=a.dtype)
+    rank = torch.empty(a.shape, dtype=torch.int64)
+    ran = _run(
+        "sort",
+        _np(a.reshape(-1, length)),
+        a_sorted.numpy().reshape(-1, length),
+        rank.numpy().reshape(-1, length),
+    )
+    return (a_sorted, rank) if ran else None

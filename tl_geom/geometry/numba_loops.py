@@ -17,6 +17,7 @@ __all__ = [
     "prefix_loop",
     "rank_loop",
     "selection_loop",
+    "sort_loop",
     "subset_loop",
 ]
 
@@ -281,3 +282,55 @@ def ar1_loop(z: Any, scale: Any, rho: Any) -> None:
         for t in range(1, length):
             for k in range(d):
                 z[b, s, t, k] = z[b, s, t, k] * sc + r * z[b, s, t - 1, k]
+
+
+def sort_loop(a: Any, a_sorted: Any, rank: Any) -> None:
+    """Each float64 row of ``a`` sorted descending, stable, and each key's rank in it.
+
+    What ``torch.sort(a, descending=True, stable=True)`` and the inverse permutation
+    give (``top_n.sorted_rank``): an LSD radix sort, 8 bits a pass, on keys that order
+    as the floats do, descending: ``-0.0`` keyed as ``+0.0`` (they compare equal, so
+    position decides), NaN first (torch sorts NaN as the largest). Radix passes are
+    stable, so ties keep position order; a pass whose digit all keys share is skipped.
+    """
+    rows, length = a.shape
+    sign = np.uint64(0x8000000000000000)
+    low = np.uint64(0x7FFFFFFFFFFFFFFF)
+    for r in numba.prange(rows):
+        bits_row = a[r].view(np.uint64)
+        keys = np.empty(length, np.uint64)
+        for k in range(length):
+            bits = bits_row[k]
+            if a[r, k] != a[r, k]:  # NaN
+                keys[k] = np.uint64(0)
+                continue
+            if bits == sign:
+                bits = np.uint64(0)  # -0.0
+            keys[k] = bits if bits & sign else ~bits & low
+        hist = np.zeros((8, 257), np.int64)
+        for k in range(length):
+            key = keys[k]
+            for p in range(8):
+                hist[p, ((key >> np.uint64(8 * p)) & np.uint64(255)) + 1] += 1
+        order = np.arange(length)
+        spare = np.empty(length, np.int64)
+        for p in range(8):
+            h = hist[p]
+            shared = False
+            for b in range(1, 257):
+                shared = shared or h[b] == length
+            if shared:
+                continue
+            for b in range(256):
+                h[b + 1] += h[b]
+            shift = np.uint64(8 * p)
+            for i in range(length):
+                k = order[i]
+                digit = (keys[k] >> shift) & np.uint64(255)
+                spare[h[digit]] = k
+                h[digit] += 1
+            order, spare = spare, order
+        for i in range(length):
+            k = order[i]
+            a_sorted[r, i] = a[r, k]
+            rank[r, k] = i

@@ -149,7 +149,15 @@ def top_n_rank(alpha: Float[Tensor, "*lead key"]) -> Int[Tensor, "*lead key"]:
 
 
 def sorted_rank(alpha: Float[Tensor, "*lead key"]) -> tuple[Tensor, Tensor]:
-    """Weights sorted descending (stable: ties keep position order) and each key's rank."""
+    """Weights sorted descending (stable: ties keep position order) and each key's rank.
+
+    float64 on the CPU with numba: a radix sort (:func:`tl_geom.geometry.kernels.sorted_rank`),
+    the same tensors bit for bit.
+    """
+    if kernels.enabled(alpha):
+        got = kernels.sorted_rank(alpha)
+        if got is not None:
+            return got
     a_sorted, order = torch.sort(alpha, dim=-1, descending=True, stable=True)
     ranks = torch.arange(alpha.shape[-1], device=alpha.device).expand_as(order)
     return a_sorted, torch.empty_like(order).scatter_(-1, order, ranks)
