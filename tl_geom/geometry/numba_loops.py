@@ -18,7 +18,6 @@ __all__ = [
     "rank_loop",
     "selection_loop",
     "sort_loop",
-    "subset_loop",
 ]
 
 numba: Any = None
@@ -205,43 +204,14 @@ def rank_loop(u: Any, rank: Any) -> None:
             rank[r, order[i]] = i
 
 
-def subset_loop(y: Any, rank: Any, n: Any, draws: int, s: Any) -> None:
-    """``s[b, t, j] = sum_{k : rank[b, t, k] < n[j]} y[b, k]``: running sums in rank order.
-
-    The subsets of one draw are nested (:func:`tl_geom.geometry.baseline.random_ranks`),
-    so one pass over the first ``max(n)`` keys in rank order gives every N's sum.
-    """
-    rows, length = rank.shape
-    nn, width, n_max = n.shape[0], y.shape[2], 0
-    for j in range(nn):
-        n_max = max(n_max, n[j])
-    for r in numba.prange(rows):
-        y_head = y[r // draws]
-        order = np.empty(n_max, np.int64)  # the keys of ranks 0 .. max(n) - 1
-        for k in range(length):
-            at = int(rank[r, k])
-            if at < n_max:
-                order[at] = k
-        stop = np.zeros(n_max + 1, np.bool_)  # the running sum is some n_j's sum here
-        for j in range(nn):
-            stop[n[j]] = True
-        acc = np.zeros(width, y.dtype)
-        for i in range(n_max):
-            row = y_head[order[i]]
-            for c in range(width):
-                acc[c] += row[c]
-            if stop[i + 1]:
-                for j in range(nn):
-                    if n[j] == i + 1:
-                        s[r, j, :] = acc
-
-
 def prefix_loop(a: Any, v: Any, rank: Any, n: Any, per_head: int, s: Any) -> None:
     """``s[r, j] = sum_{k : rank[r, k] < n[j]} a[r, k] v[r // per_head, k]`` in rank order.
 
     The top-N selections of one weight row are nested, so one running sum over its
     first ``max(n)`` keys in rank order (descending weight) gives every N's ``s_N``
-    (``n`` in any order); each term ``a_k v_k`` is rounded, then added (no FMA).
+    (``n`` in any order); each term ``a_k v_k`` is rounded, then added (no FMA). With
+    unit weights, the baseline's sums over its nested random subsets (``y`` for ``v``,
+    one row per draw, ``per_head`` draws).
     """
     rows, length = a.shape
     nn, width, n_max = n.shape[0], v.shape[2], 0
