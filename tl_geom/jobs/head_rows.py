@@ -5,9 +5,8 @@ the report's heatmaps. Window 0's run keeps every head's final-query row and its
 values (:func:`keep_final_row`: ``layers x L x (8 H + 4 KV d)`` bytes, 26 MB for SmolLM2
 at L = 1024, 206 MB at 8192; up to :data:`KEEP_BYTES`), and :func:`capture_head_rows`
 takes the picked heads' out of them (window 0 runs once more only where the run did not
-keep them), so that
-the report can draw the value-space picture of geometry.md ("Objects":
-``y_i = alpha_i v_i``, ``s_N``, ``r_max``, ``r_min``) with the numbers of
+keep them), so that the report can draw the value-space picture of geometry.md
+("Objects": ``y_i = alpha_i v_i``, ``s_N``, ``r_max``, ``r_min``) with the numbers of
 :func:`tl_geom.geometry.top_n.separability`.
 """
 
