@@ -519,6 +519,23 @@ def test_all_queries_match_per_row_loop(case) -> None:
             torch.testing.assert_close(getattr(streamed, k), getattr(res, k), equal_nan=True)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_all_queries_leave_out_the_n_a_chunk_cannot_have(chunk: int) -> None:
+    """Chunks whose rows all see N keys or fewer skip that N (and all N: all NaN)."""
+    gen = torch.Generator().manual_seed(5)
+    length, ns = 7, [4, 1, 2, 6]  # row 0 sees 1 key: no N; rows 1..4: some of them
+    scores = torch.randn(2, length, length, generator=gen, dtype=torch.float64)
+    future = torch.arange(length) > torch.arange(length).unsqueeze(-1)
+    pattern = scores.masked_fill(future, float("-inf")).softmax(-1)
+    values = torch.randn(2, length, 3, generator=gen, dtype=torch.float64)
+    res = separability_all_queries(pattern, values, ns, causal=True, chunk=chunk)
+    ref = all_queries_by_loop(pattern, values, ns, True)
+    assert res.precision[:, 0].isnan().all()
+    assert not res.precision[:, 1, 1].isnan().any() and res.precision[:, 1, 2].isnan().all()
+    for k, want in ref.items():
+        torch.testing.assert_close(getattr(res, k), want, equal_nan=True, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_all_queries_on_continuous_softmax(causal: bool) -> None:
     gen = torch.Generator().manual_seed(2)

@@ -245,23 +245,33 @@ def _all_queries(
                 f"expected {(rows, m.shape[0], length)} (the leading dims of values, flattened)"
             )
         check_weights(p_chunk, key_mask=m if causal else None, atol=atol)
-        # The chunk's rows see no key past its last row: leave those out. The weights
-        # are unchanged, so are the (certified) counts; r_max, r_min could differ in
-        # the last bits where a BLAS rounds the shorter matmuls differently.
+        # An N that no row of the chunk sees more than N keys for is NaN in every row:
+        # left out, with the keys past the chunk's last row (no row of it sees them).
+        # The weights are unchanged, so are the (certified) counts; r_max, r_min could
+        # differ in the last bits where a BLAS rounds the shorter matmuls differently.
+        seen = int(visible[start : start + m.shape[0]].max())
+        todo = [i for i, k in enumerate(ns) if k < seen]
+        undefined = n_t >= visible[start : start + m.shape[0]].unsqueeze(-1)  # [c, nn]
+        if not todo:
+            for k in names:
+                parts[k].append(nan.expand(rows, m.shape[0], len(ns)))
+            continue
         if causal:
-            keys = min(length, max(first + start + m.shape[0], max(ns) + 1))
-            m, p_chunk, v_c = m[:, :keys], p_chunk[..., :keys], v[:, :keys]
+            m, p_chunk, v_c = m[:, :seen], p_chunk[..., :seen], v[:, :seen]
         else:
             v_c = v
+        n_idx = torch.tensor(todo, device=device)
+        n_c = n_t[n_idx] if len(todo) < len(ns) else n_t
         a = torch.where(m, p_chunk.to(dtype), zero)  # future ignored
         # Future keys rank after every visible key (weights are >= 0). Zeroed future
         # weights would already lose ties to earlier keys; -1 makes it explicit.
         a_sorted, rank = sorted_rank(torch.where(m, a, -torch.ones_like(zero)))
         key_mask = m.expand(rows, *m.shape) if causal else None
-        metrics = selection_metrics(a, v_c, rank, n_t, key_mask, prefix=True)[:5]
-        margin = a_sorted[..., n_t - 1] - a_sorted[..., n_t]
-        undefined = n_t >= visible[start : start + chunk].unsqueeze(-1)  # [c, nn]
+        metrics = selection_metrics(a, v_c, rank, n_c, key_mask, prefix=True)[:5]
+        margin = a_sorted[..., n_c - 1] - a_sorted[..., n_c]
         for k, x in zip(names, (*metrics, margin), strict=True):
+            if len(todo) < len(ns):  # back to the whole N grid, NaN where left out
+                x = x.new_full((*x.shape[:-1], len(ns)), float("nan")).index_copy_(-1, n_idx, x)
             parts[k].append(torch.where(undefined, nan, x))
 
     def out(k: str) -> Tensor:
