@@ -134,7 +134,9 @@ def separability_all_queries(
 
     Memory: queries are processed ``chunk`` rows at a time, so the working set is
     about ``6 * 8 bytes * rows * chunk * len(n) * L`` (rows = product of the leading
-    dims; float64), not ``Q * L * len(n)`` per head. Time: ``O(Q L len(n) d)`` per head.
+    dims; float64), not ``Q * L * len(n)`` per head. Time: ``O(Q L len(n) d)`` per head;
+    a causal chunk works only on the keys up to its last row and on the N that some
+    row of it sees more keys than (the others are NaN in all its rows).
 
     Args:
         pattern: attention weights ``[..., Q, L]`` (``hook_pattern``).
