@@ -189,6 +189,11 @@ def per_n(res: torch.Tensor, scalar: bool, j: int) -> torch.Tensor:
 def test_separability_matches_exact_reference(case) -> None:
     alpha, values, n = case
     res = separability(alpha, values, n)
+    fast = separability(alpha, values, n, prefix=True)  # s as running sums: same counts
+    for field in ("precision", "recall", "f1", "margin", "selected"):
+        assert torch.equal(getattr(fast, field), getattr(res, field)), field
+    for field in ("r_max", "r_min", "s"):
+        torch.testing.assert_close(getattr(fast, field), getattr(res, field), rtol=1e-12, atol=0)
     ns = [n] if isinstance(n, int) else n
     scalar = isinstance(n, int)
     lead = tuple(alpha.shape[:-1])
@@ -245,6 +250,9 @@ def test_separability_matches_float_reference_on_continuous_inputs(seed: int) ->
             }
             assert_matches(got, ref, exact=False)
             assert float(res.margin[idx][j]) == pytest.approx(ref["margin"], abs=1e-15)
+    fast = separability(alpha, values, ns, prefix=True)
+    for field in ("precision", "recall", "f1"):
+        assert torch.equal(getattr(fast, field), getattr(res, field)), field
 
 
 def direct_precision(alpha: torch.Tensor, values: torch.Tensor, n: int, dtype) -> float:

@@ -147,7 +147,8 @@ def simulate_separability(
         generator=gen,
     )
     v = einops.rearrange(v, "(s b) k d -> s b k d", s=samples)
-    res = separability(a.unsqueeze(0).expand(samples, -1, -1).contiguous(), v, list(ns))
+    rows = a.unsqueeze(0).expand(samples, -1, -1).contiguous()
+    res = separability(rows, v, list(ns), prefix=True)  # counts only: sums by prefix
     scalar = isinstance(n, Integral)
 
     def stat(x: Tensor, std: bool = False) -> Tensor:
@@ -230,7 +231,8 @@ def simulate_heads(
     for lo in range(0, alpha.shape[0], chunk):  # chunks of heads: memory, not math
         a = alpha[lo : lo + chunk].double()
         v = _sample_rows(a.shape[-1], d, params[lo : lo + chunk], samples, sink, gen)
-        res = separability(a.unsqueeze(1).expand_as(v[..., 0]).contiguous(), v, list(ns))
+        rows = a.unsqueeze(1).expand_as(v[..., 0]).contiguous()
+        res = separability(rows, v, list(ns), prefix=True)  # counts only: sums by prefix
         prf = [x.double() for x in (res.precision, res.recall, res.f1)]
         stats.append(
             [x.mean(1) for x in prf]
