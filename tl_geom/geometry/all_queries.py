@@ -251,9 +251,10 @@ def _all_queries(
         # left out, with the keys past the chunk's last row (no row of it sees them).
         # The weights are unchanged, so are the (certified) counts; r_max, r_min could
         # differ in the last bits where a BLAS rounds the shorter matmuls differently.
-        seen = int(visible[start : start + m.shape[0]].max())
+        vis = visible[start : start + m.shape[0]]
+        seen = int(vis.max())
         todo = [i for i, k in enumerate(ns) if k < seen]
-        undefined = n_t >= visible[start : start + m.shape[0]].unsqueeze(-1)  # [c, nn]
+        undefined = n_t >= vis.unsqueeze(-1)  # [c, nn]
         if not todo:
             for k in names:
                 parts[k].append(nan.expand(rows, m.shape[0], len(ns)))
@@ -262,8 +263,8 @@ def _all_queries(
             m, p_chunk, v_c = m[:, :seen], p_chunk[..., :seen], v[:, :seen]
         else:
             v_c = v
-        n_idx = torch.tensor(todo, device=device)
-        n_c = n_t[n_idx] if len(todo) < len(ns) else n_t
+        n_idx = torch.tensor(todo, device=device) if len(todo) < len(ns) else None
+        n_c = n_t if n_idx is None else n_t[n_idx]
         a = torch.where(m, p_chunk.to(dtype), zero)  # future ignored
         # Future keys rank after every visible key (weights are >= 0). Zeroed future
         # weights would already lose ties to earlier keys; -1 makes it explicit.
@@ -272,7 +273,7 @@ def _all_queries(
         metrics = selection_metrics(a, v_c, rank, n_c, key_mask, prefix=True)[:5]
         margin = a_sorted[..., n_c - 1] - a_sorted[..., n_c]
         for k, x in zip(names, (*metrics, margin), strict=True):
-            if len(todo) < len(ns):  # back to the whole N grid, NaN where left out
+            if n_idx is not None:  # back to the whole N grid, NaN where left out
                 x = x.new_full((*x.shape[:-1], len(ns)), float("nan")).index_copy_(-1, n_idx, x)
             parts[k].append(torch.where(undefined, nan, x))
 
